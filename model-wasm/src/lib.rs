@@ -1,0 +1,178 @@
+//! CLIP-family encoders for Obscura, on burn: the same code runs natively and in
+//! `wasm32-unknown-unknown`, on the GPU (wgpu: WebGPU in the browser) or the CPU (ndarray).
+//!
+//! What is computed here is meant to equal transformers' `CLIPModel` + `CLIPProcessor`:
+//! preprocessing follows Pillow bit for bit ([`preprocess`]), tokenization uses the model's own
+//! `tokenizer.json` ([`tokenizer`]), and the forward passes mirror `modeling_clip.py`
+//! ([`model`]). Golden tests in `tests/` compare all three with transformers' outputs.
+//!
+//! ```no_run
+//! # async fn demo() -> model_wasm::Result<()> {
+//! use model_wasm::{BackendChoice, Clip, Exif};
+//! let clip = Clip::load_dir("public/models/demo".as_ref(), BackendChoice::Auto).await?;
+//! let bytes = std::fs::read("tile.png").unwrap();
+//! let pixels = clip.pixels(&bytes, "tile.png", Exif::Apply)?;
+//! let images = clip.embed_images(&[pixels]).await?;
+//! let (_ids, texts) = clip.embed_texts(&["an H&E image of adipose tissue."]).await?;
+//! let logits = clip.logits_per_image(&images, &texts);
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod model;
+mod pickle;
+pub mod preprocess;
+pub mod runtime;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig, TextPooling};
+pub use error::{Error, ImageProblem, Result};
+pub use preprocess::{Exif, Pixels, PreprocessConfig, Rgb8};
+pub use runtime::{BackendChoice, BackendInfo, BackendKind, Encoder};
+pub use tokenizer::ClipTokenizer;
+pub use weights::{HostTensor, Weights};
+
+/// The files of a Hugging Face CLIP checkpoint, as bytes (fetched in a browser or read from
+/// disk).
+#[derive(Debug, Clone, Default)]
+pub struct ModelFiles {
+    pub config_json: String,
+    /// `preprocessor_config.json`; CLIP defaults at the config's image size when absent.
+    pub preprocessor_json: Option<String>,
+    pub tokenizer_json: Vec<u8>,
+    pub tokenizer_config_json: Option<String>,
+    /// `model.safetensors` or `pytorch_model.bin`.
+    pub weights: Vec<u8>,
+    /// File name of `weights`, for messages and format detection.
+    pub weights_name: String,
+}
+
+/// A CLIP model ready to embed: config, preprocessing, tokenizer and encoder.
+#[derive(Debug)]
+pub struct Clip {
+    pub config: ClipConfig,
+    pub preprocess: PreprocessConfig,
+    pub tokenizer: ClipTokenizer,
+    encoder: Encoder,
+    backend: BackendInfo,
+}
+
+impl Clip {
+    /// Build from checkpoint files on the chosen backend.
+    pub async fn from_files(files: ModelFiles, choice: BackendChoice) -> Result<Self> {
+        let config = ClipConfig::from_hf_json(&files.config_json, "config.json")?;
+        let preprocess = match &files.preprocessor_json {
+            Some(json) => PreprocessConfig::from_json(json, "preprocessor_config.json")?,
+            None => PreprocessConfig::clip(config.vision.image_size as u32),
+        };
+        if let Some((h, w)) = preprocess.output_size() {
+            let s = config.vision.image_size as u32;
+            if (h, w) != (s, s) {
+                return Err(Error::Config {
+                    file: "preprocessor_config.json".into(),
+                    reason: format!("produces {h}x{w} images but the vision tower expects {s}x{s}"),
+                });
+            }
+        }
+        let pad = files.tokenizer_config_json.as_deref().and_then(ClipTokenizer::pad_token_from_config);
+        let tokenizer =
+            ClipTokenizer::from_bytes(&files.tokenizer_json, pad.as_deref(), config.text.max_position_embeddings)?;
+        let weights = Weights::from_bytes(&files.weights, &files.weights_name)?;
+        drop(files.weights);
+        let (encoder, backend) = Encoder::load(&config, weights, choice).await?;
+        Ok(Self { config, preprocess, tokenizer, encoder, backend })
+    }
+
+    /// Load a Hugging Face checkpoint directory (`config.json`, `model.safetensors` or
+    /// `pytorch_model.bin`, `tokenizer.json`, optional `preprocessor_config.json` and
+    /// `tokenizer_config.json`).
+    #[cfg(not(target_family = "wasm"))]
+    pub async fn load_dir(dir: &std::path::Path, choice: BackendChoice) -> Result<Self> {
+        Self::from_files(read_model_dir(dir)?, choice).await
+    }
+
+    pub fn backend(&self) -> &BackendInfo {
+        &self.backend
+    }
+
+    /// Decode and preprocess one image file.
+    pub fn pixels(&self, bytes: &[u8], name: &str, exif: Exif) -> Result<Pixels> {
+        preprocess::load_pixels(bytes, name, exif, &self.preprocess)
+    }
+
+    /// Unnormalised image features, `[n, projection_dim]`.
+    pub async fn image_features(&self, pixels: &[Pixels]) -> Result<Vec<Vec<f32>>> {
+        self.encoder.image_features(pixels).await
+    }
+
+    /// Unnormalised text features for token ids.
+    pub async fn text_features(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        self.encoder.text_features(ids).await
+    }
+
+    /// L2-normalised image embeddings.
+    pub async fn embed_images(&self, pixels: &[Pixels]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.image_features(pixels).await?.into_iter().map(l2_normalize).collect())
+    }
+
+    /// Token ids and L2-normalised text embeddings.
+    pub async fn embed_texts(&self, texts: &[&str]) -> Result<(Vec<Vec<u32>>, Vec<Vec<f32>>)> {
+        if texts.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let ids = self.tokenizer.encode_batch(texts)?;
+        let emb = self.text_features(&ids).await?.into_iter().map(l2_normalize).collect();
+        Ok((ids, emb))
+    }
+
+    /// `exp(logit_scale) * image · text` for normalised embeddings, `[images][texts]`.
+    pub fn logits_per_image(&self, images: &[Vec<f32>], texts: &[Vec<f32>]) -> Vec<Vec<f32>> {
+        let scale = self.encoder.logit_scale().exp();
+        images.iter().map(|i| texts.iter().map(|t| scale * dot(i, t)).collect()).collect()
+    }
+
+    /// The learned temperature as stored (its exponent scales the logits).
+    pub fn logit_scale(&self) -> f32 {
+        self.encoder.logit_scale()
+    }
+}
+
+#[cfg(not(target_family = "wasm"))]
+pub fn read_model_dir(dir: &std::path::Path) -> Result<ModelFiles> {
+    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|source| Error::Io { path: dir.join(name).display().to_string(), source });
+    let read_opt = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let text = |name: &str| read(name).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let (weights, weights_name) = if dir.join("model.safetensors").exists() {
+        (read("model.safetensors")?, "model.safetensors")
+    } else if dir.join("pytorch_model.bin").exists() {
+        (read("pytorch_model.bin")?, "pytorch_model.bin")
+    } else {
+        return Err(Error::Weights {
+            file: dir.display().to_string(),
+            reason: "no model.safetensors or pytorch_model.bin in the directory".into(),
+        });
+    };
+    Ok(ModelFiles {
+        config_json: text("config.json")?,
+        preprocessor_json: read_opt("preprocessor_config.json"),
+        tokenizer_json: read("tokenizer.json")?,
+        tokenizer_config_json: read_opt("tokenizer_config.json"),
+        weights,
+        weights_name: weights_name.into(),
+    })
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Scale to unit length (a zero vector stays zero).
+pub fn l2_normalize(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt() as f32;
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}

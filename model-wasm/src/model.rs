@@ -1,0 +1,354 @@
+//! The CLIP architecture on burn, one forward pass per tower, mirroring transformers'
+//! `modeling_clip.py` (`CLIPVisionTransformer`, `CLIPTextTransformer`, `CLIPModel`).
+//!
+//! Weights are plain tensors taken from a checkpoint by their Hugging Face names; the table of
+//! names is in [`ClipModel::from_weights`]. Linear weights are stored transposed (`[in, out]`)
+//! so every projection is one `matmul` over the flattened batch.
+
+use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend, module::embedding};
+
+use crate::config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig, TextPooling};
+use crate::error::{Error, Result};
+use crate::weights::{HostTensor, Weights};
+
+fn tensor<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(t.data, t.shape), device)
+}
+
+/// `nn.Linear` with the weight kept as `[in, out]`.
+#[derive(Debug, Clone)]
+struct Linear<B: Backend> {
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Linear<B> {
+    fn load(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Result<Self> {
+        let t = w.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        // PyTorch stores [out, in]; transpose on the host once.
+        let mut data = vec![0f32; t.data.len()];
+        for o in 0..d_out {
+            for i in 0..d_in {
+                data[i * d_out + o] = t.data[o * d_in + i];
+            }
+        }
+        let weight = tensor(HostTensor { shape: vec![d_in, d_out], data }, device);
+        let bias = if bias { Some(tensor(w.take(&format!("{prefix}.bias"), &[d_out])?, device)) } else { None };
+        Ok(Self { weight, bias })
+    }
+
+    /// # Shapes
+    /// - x: `[batch, tokens, in]`
+    /// - output: `[batch, tokens, out]`
+    fn forward3(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let y = self.forward2(x.reshape([b * t, d]));
+        let out = y.dims()[1];
+        y.reshape([b, t, out])
+    }
+
+    /// # Shapes
+    /// - x: `[rows, in]`
+    /// - output: `[rows, out]`
+    fn forward2(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let y = x.matmul(self.weight.clone());
+        match &self.bias {
+            Some(b) => y + b.clone().unsqueeze(),
+            None => y,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LayerNorm<B: Backend> {
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    eps: f64,
+}
+
+impl<B: Backend> LayerNorm<B> {
+    fn load(w: &mut Weights, prefix: &str, d: usize, eps: f64, device: &B::Device) -> Result<Self> {
+        Ok(Self {
+            gamma: tensor(w.take(&format!("{prefix}.weight"), &[d])?, device),
+            beta: tensor(w.take(&format!("{prefix}.bias"), &[d])?, device),
+            eps,
+        })
+    }
+
+    /// Normalises over the last dimension (biased variance, as `nn.LayerNorm`).
+    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let (var, mean) = x.clone().var_mean_bias(D - 1);
+        let x = (x - mean) / (var + self.eps).sqrt();
+        x * self.gamma.clone().unsqueeze() + self.beta.clone().unsqueeze()
+    }
+}
+
+fn activate<B: Backend, const D: usize>(x: Tensor<B, D>, act: Activation) -> Tensor<B, D> {
+    match act {
+        Activation::QuickGelu => x.clone() * activation::sigmoid(x * 1.702),
+        Activation::Gelu => activation::gelu(x),
+    }
+}
+
+/// `CLIPEncoderLayer`: pre-norm attention and MLP with residuals.
+#[derive(Debug, Clone)]
+struct EncoderLayer<B: Backend> {
+    ln1: LayerNorm<B>,
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
+    out: Linear<B>,
+    ln2: LayerNorm<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+    heads: usize,
+    act: Activation,
+}
+
+impl<B: Backend> EncoderLayer<B> {
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        w: &mut Weights,
+        prefix: &str,
+        d: usize,
+        inter: usize,
+        heads: usize,
+        eps: f64,
+        act: Activation,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let lin = |w: &mut Weights, name: &str, i, o| Linear::load(w, &format!("{prefix}.{name}"), i, o, true, device);
+        Ok(Self {
+            ln1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), d, eps, device)?,
+            q: lin(w, "self_attn.q_proj", d, d)?,
+            k: lin(w, "self_attn.k_proj", d, d)?,
+            v: lin(w, "self_attn.v_proj", d, d)?,
+            out: lin(w, "self_attn.out_proj", d, d)?,
+            ln2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), d, eps, device)?,
+            fc1: lin(w, "mlp.fc1", d, inter)?,
+            fc2: lin(w, "mlp.fc2", inter, d)?,
+            heads,
+            act,
+        })
+    }
+
+    /// # Shapes
+    /// - x: `[batch, tokens, hidden]`
+    /// - mask: `[tokens, tokens]` additive (causal text mask) or none
+    /// - output: `[batch, tokens, hidden]`
+    fn forward(&self, x: Tensor<B, 3>, mask: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
+        let [b, t, d] = x.dims();
+        let (h, hd) = (self.heads, d / self.heads);
+        let y = self.ln1.forward(x.clone());
+        let split = |y: Tensor<B, 3>| y.reshape([b, t, h, hd]).swap_dims(1, 2);
+        // CLIPAttention: scores = (q k^T) * head_dim^-0.5, softmax in f32.
+        let q = split(self.q.forward3(y.clone()));
+        let k = split(self.k.forward3(y.clone()));
+        let v = split(self.v.forward3(y));
+        let mut scores = q.matmul(k.transpose()) * (hd as f64).powf(-0.5);
+        if let Some(m) = mask {
+            scores = scores + m.clone().unsqueeze::<4>();
+        }
+        let attn = activation::softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let x = x + self.out.forward3(attn);
+        let y = self.ln2.forward(x.clone());
+        x + self.fc2.forward3(activate(self.fc1.forward3(y), self.act))
+    }
+}
+
+fn load_layers<B: Backend>(
+    w: &mut Weights,
+    prefix: &str,
+    n: usize,
+    d: usize,
+    inter: usize,
+    heads: usize,
+    eps: f64,
+    act: Activation,
+    device: &B::Device,
+) -> Result<Vec<EncoderLayer<B>>> {
+    (0..n)
+        .map(|i| EncoderLayer::load(w, &format!("{prefix}.encoder.layers.{i}"), d, inter, heads, eps, act, device))
+        .collect()
+}
+
+/// `CLIPVisionTransformer` + `visual_projection`.
+#[derive(Debug, Clone)]
+pub struct ClipVision<B: Backend> {
+    config: ClipVisionConfig,
+    /// Patch conv (no bias) as a matmul: `[3 * P * P, hidden]`.
+    patch: Tensor<B, 2>,
+    class: Tensor<B, 1>,
+    position: Tensor<B, 2>,
+    pre_ln: LayerNorm<B>,
+    layers: Vec<EncoderLayer<B>>,
+    post_ln: LayerNorm<B>,
+    projection: Linear<B>,
+}
+
+impl<B: Backend> ClipVision<B> {
+    fn load(w: &mut Weights, c: &ClipVisionConfig, proj: usize, device: &B::Device) -> Result<Self> {
+        let (d, p) = (c.hidden_size, c.patch_size);
+        let conv = w.take("vision_model.embeddings.patch_embedding.weight", &[d, c.num_channels, p, p])?;
+        // [hidden, 3, P, P] -> [hidden, 3*P*P] -> transpose.
+        let k = c.num_channels * p * p;
+        let mut patch = vec![0f32; conv.data.len()];
+        for o in 0..d {
+            for i in 0..k {
+                patch[i * d + o] = conv.data[o * k + i];
+            }
+        }
+        let eps = c.layer_norm_eps;
+        Ok(Self {
+            config: c.clone(),
+            patch: tensor(HostTensor { shape: vec![k, d], data: patch }, device),
+            class: tensor(w.take("vision_model.embeddings.class_embedding", &[d])?, device),
+            position: tensor(w.take("vision_model.embeddings.position_embedding.weight", &[c.num_patches() + 1, d])?, device),
+            pre_ln: LayerNorm::load(w, "vision_model.pre_layrnorm", d, eps, device)?,
+            layers: load_layers(w, "vision_model", c.num_hidden_layers, d, c.intermediate_size, c.num_attention_heads, eps, c.hidden_act, device)?,
+            post_ln: LayerNorm::load(w, "vision_model.post_layernorm", d, eps, device)?,
+            projection: Linear::load(w, "visual_projection", d, proj, false, device)?,
+        })
+    }
+
+    /// Image features (projected, not normalised).
+    ///
+    /// # Shapes
+    /// - pixels: `[batch, 3, size, size]`
+    /// - output: `[batch, projection_dim]`
+    pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
+        let [b, c, s, _] = pixels.dims();
+        let (p, d) = (self.config.patch_size, self.config.hidden_size);
+        let g = s / p;
+        // Non-overlapping patches in row-major grid order, each flattened as (c, kh, kw) like the
+        // conv weight, so the conv is one matmul.
+        let patches = pixels.reshape([b, c, g, p, g, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b * g * g, c * p * p]);
+        let x = patches.matmul(self.patch.clone()).reshape([b, g * g, d]);
+        let class = self.class.clone().reshape([1, 1, d]).expand([b, 1, d]);
+        let x = Tensor::cat(vec![class, x], 1) + self.position.clone().unsqueeze::<3>();
+        let mut x = self.pre_ln.forward(x);
+        for layer in &self.layers {
+            x = layer.forward(x, None);
+        }
+        let pooled = x.narrow(1, 0, 1).reshape([b, d]);
+        self.projection.forward2(self.post_ln.forward(pooled))
+    }
+}
+
+/// `CLIPTextTransformer` + `text_projection`.
+#[derive(Debug, Clone)]
+pub struct ClipText<B: Backend> {
+    config: ClipTextConfig,
+    token: Tensor<B, 2>,
+    position: Tensor<B, 2>,
+    layers: Vec<EncoderLayer<B>>,
+    final_ln: LayerNorm<B>,
+    projection: Linear<B>,
+    /// Additive causal mask for the full context length.
+    mask: Tensor<B, 2>,
+}
+
+impl<B: Backend> ClipText<B> {
+    fn load(w: &mut Weights, c: &ClipTextConfig, proj: usize, device: &B::Device) -> Result<Self> {
+        let d = c.hidden_size;
+        let eps = c.layer_norm_eps;
+        let n = c.max_position_embeddings;
+        // Large negative rather than -inf: softmax on some GPU backends turns inf - inf into NaN.
+        let mask: Vec<f32> = (0..n * n).map(|i| if i % n > i / n { -1e9 } else { 0.0 }).collect();
+        Ok(Self {
+            config: c.clone(),
+            token: tensor(w.take("text_model.embeddings.token_embedding.weight", &[c.vocab_size, d])?, device),
+            position: tensor(w.take("text_model.embeddings.position_embedding.weight", &[n, d])?, device),
+            layers: load_layers(w, "text_model", c.num_hidden_layers, d, c.intermediate_size, c.num_attention_heads, eps, c.hidden_act, device)?,
+            final_ln: LayerNorm::load(w, "text_model.final_layer_norm", d, eps, device)?,
+            projection: Linear::load(w, "text_projection", d, proj, false, device)?,
+            mask: tensor(HostTensor { shape: vec![n, n], data: mask }, device),
+        })
+    }
+
+    /// Index of the pooled token in each sequence.
+    pub fn pool_positions(&self, ids: &[Vec<u32>]) -> Vec<usize> {
+        ids.iter()
+            .map(|seq| match self.config.pooling() {
+                // torch.argmax returns the first maximal index.
+                TextPooling::ArgmaxId => {
+                    let max = seq.iter().copied().max().unwrap_or(0);
+                    seq.iter().position(|&t| t == max).unwrap_or(0)
+                }
+                // `(ids == eos).int().argmax()`: 0 when there is no EOS at all.
+                TextPooling::FirstEos(eos) => seq.iter().position(|&t| t == eos).unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Text features (projected, not normalised).
+    ///
+    /// # Shapes
+    /// - ids: `batch` sequences of equal length `tokens ≤ max_position_embeddings`
+    /// - output: `[batch, projection_dim]`
+    pub fn forward(&self, ids: &[Vec<u32>], device: &B::Device) -> Result<Tensor<B, 2>> {
+        let b = ids.len();
+        let t = ids.first().map_or(0, Vec::len);
+        let n = self.config.max_position_embeddings;
+        if b == 0 || t == 0 || t > n || ids.iter().any(|s| s.len() != t) {
+            return Err(Error::Input(format!("token sequences must be non-empty, of equal length and at most {n}")));
+        }
+        if let Some(bad) = ids.iter().flatten().find(|&&id| id as usize >= self.config.vocab_size) {
+            return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({})", self.config.vocab_size)));
+        }
+        let d = self.config.hidden_size;
+        let flat: Vec<i32> = ids.iter().flatten().map(|&i| i as i32).collect();
+        let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [b, t]), device);
+        let x = embedding(self.token.clone(), idx) + self.position.clone().narrow(0, 0, t).unsqueeze::<3>();
+        let mask = if t == n { self.mask.clone() } else { self.mask.clone().narrow(0, 0, t).narrow(1, 0, t) };
+        let mut x = x;
+        for layer in &self.layers {
+            x = layer.forward(x, Some(&mask));
+        }
+        let rows: Vec<i32> = self.pool_positions(ids).iter().enumerate().map(|(i, p)| (i * t + p) as i32).collect();
+        let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [b]), device);
+        // LayerNorm is per token, so normalising only the pooled rows is the same as
+        // `final_layer_norm` on every token followed by the gather.
+        let pooled = x.reshape([b * t, d]).select(0, rows);
+        Ok(self.projection.forward2(self.final_ln.forward(pooled)))
+    }
+}
+
+/// `CLIPModel`: both towers and the learned temperature.
+#[derive(Debug, Clone)]
+pub struct ClipModel<B: Backend> {
+    pub vision: ClipVision<B>,
+    pub text: ClipText<B>,
+    /// `logit_scale` as stored (a log); logits use `exp(logit_scale)`.
+    pub logit_scale: f32,
+}
+
+impl<B: Backend> ClipModel<B> {
+    /// Build from checkpoint tensors. Hugging Face name → ours:
+    ///
+    /// | checkpoint | here |
+    /// |---|---|
+    /// | `vision_model.embeddings.patch_embedding.weight` `[D,3,P,P]` | `vision.patch` `[3PP, D]` |
+    /// | `vision_model.embeddings.class_embedding` | `vision.class` |
+    /// | `vision_model.embeddings.position_embedding.weight` | `vision.position` |
+    /// | `vision_model.pre_layrnorm.{weight,bias}` | `vision.pre_ln` |
+    /// | `{vision,text}_model.encoder.layers.N.layer_norm{1,2}` | `layers[N].ln{1,2}` |
+    /// | `{..}.layers.N.self_attn.{q,k,v,out}_proj.{weight,bias}` | `layers[N].{q,k,v,out}` (transposed) |
+    /// | `{..}.layers.N.mlp.fc{1,2}.{weight,bias}` | `layers[N].fc{1,2}` (transposed) |
+    /// | `vision_model.post_layernorm` | `vision.post_ln` |
+    /// | `visual_projection.weight` (no bias) | `vision.projection` |
+    /// | `text_model.embeddings.token_embedding.weight` | `text.token` |
+    /// | `text_model.embeddings.position_embedding.weight` | `text.position` |
+    /// | `text_model.final_layer_norm` | `text.final_ln` |
+    /// | `text_projection.weight` (no bias) | `text.projection` |
+    /// | `logit_scale` (0-d) | `logit_scale` |
+    ///
+    /// `*.position_ids` buffers are ignored.
+    pub fn from_weights(config: &ClipConfig, mut w: Weights, device: &B::Device) -> Result<Self> {
+        Ok(Self {
+            vision: ClipVision::load(&mut w, &config.vision, config.projection_dim, device)?,
+            text: ClipText::load(&mut w, &config.text, config.projection_dim, device)?,
+            logit_scale: w.take_scalar("logit_scale")?,
+        })
+    }
+}

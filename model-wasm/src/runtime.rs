@@ -1,0 +1,167 @@
+//! One runtime choice over two burn backends: wgpu (WebGPU in the browser, Vulkan/Metal/DX12
+//! natively) and ndarray on the CPU (also in wasm). Readback is async everywhere, because the
+//! browser has no synchronous GPU readback.
+
+use burn::backend::NdArray;
+use burn::backend::wgpu::{Wgpu, WgpuDevice};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use crate::config::ClipConfig;
+use crate::error::{Error, Result};
+use crate::model::ClipModel;
+use crate::preprocess::Pixels;
+use crate::weights::Weights;
+
+/// What the caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// GPU when an adapter can be had, else the CPU.
+    #[default]
+    Auto,
+    /// GPU or an error.
+    Wgpu,
+    /// CPU only.
+    Cpu,
+}
+
+/// What runs, and why when it is not what was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendInfo {
+    pub kind: BackendKind,
+    /// Adapter name on the GPU path.
+    pub adapter: Option<String>,
+    /// Set when the GPU was wanted but the CPU runs (e.g. "no WebGPU adapter").
+    pub fallback_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Wgpu,
+    Cpu,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            // In a browser wgpu is WebGPU; natively it is Vulkan/Metal/DX12 through wgpu.
+            Self::Wgpu => {
+                if cfg!(target_family = "wasm") {
+                    "webgpu"
+                } else {
+                    "wgpu"
+                }
+            }
+            Self::Cpu => "cpu",
+        }
+    }
+}
+
+type Cpu = NdArray<f32>;
+type Gpu = Wgpu<f32, i32>;
+
+/// A loaded model on one backend.
+#[derive(Debug)]
+pub enum Encoder {
+    Cpu(ClipModel<Cpu>),
+    Gpu(ClipModel<Gpu>, WgpuDevice),
+}
+
+/// Initialise the wgpu runtime once per process. Returns the adapter's name, or why none.
+async fn init_wgpu() -> std::result::Result<(WgpuDevice, String), String> {
+    thread_local! {
+        static INIT: std::cell::RefCell<Option<std::result::Result<String, String>>> = const { std::cell::RefCell::new(None) };
+    }
+    if let Some(done) = INIT.with(|c| c.borrow().clone()) {
+        return done.map(|name| (WgpuDevice::default(), name));
+    }
+    // Probe first: burn panics when it finds no adapter, and a panic aborts a wasm worker.
+    let instance = wgpu::Instance::default();
+    let result = match instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await {
+        Ok(adapter) => {
+            let info = adapter.get_info();
+            drop(adapter);
+            burn::backend::wgpu::init_setup_async::<burn::backend::wgpu::graphics::AutoGraphicsApi>(
+                &WgpuDevice::default(),
+                Default::default(),
+            )
+            .await;
+            Ok(format!("{} ({:?})", info.name, info.backend))
+        }
+        Err(e) => Err(if cfg!(target_family = "wasm") {
+            format!("no WebGPU adapter ({e})")
+        } else {
+            format!("no GPU adapter ({e})")
+        }),
+    };
+    INIT.with(|c| *c.borrow_mut() = Some(result.clone()));
+    result.map(|name| (WgpuDevice::default(), name))
+}
+
+impl Encoder {
+    /// Load weights onto the chosen backend, falling back to the CPU under `Auto`.
+    pub async fn load(config: &ClipConfig, weights: Weights, choice: BackendChoice) -> Result<(Self, BackendInfo)> {
+        let gpu = match choice {
+            BackendChoice::Cpu => Err(None),
+            _ => init_wgpu().await.map_err(Some),
+        };
+        match (gpu, choice) {
+            (Ok((device, adapter)), _) => {
+                let model = ClipModel::from_weights(config, weights, &device)?;
+                let info = BackendInfo { kind: BackendKind::Wgpu, adapter: Some(adapter), fallback_reason: None };
+                Ok((Self::Gpu(model, device), info))
+            }
+            (Err(Some(reason)), BackendChoice::Wgpu) => Err(Error::Backend { backend: "wgpu", reason }),
+            (Err(reason), _) => {
+                let model = ClipModel::from_weights(config, weights, &Default::default())?;
+                Ok((Self::Cpu(model), BackendInfo { kind: BackendKind::Cpu, adapter: None, fallback_reason: reason }))
+            }
+        }
+    }
+
+    pub fn logit_scale(&self) -> f32 {
+        match self {
+            Self::Cpu(m) => m.logit_scale,
+            Self::Gpu(m, _) => m.logit_scale,
+        }
+    }
+
+    /// Projected image features, one row per image (not normalised).
+    pub async fn image_features(&self, pixels: &[Pixels]) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Self::Cpu(m) => image_features(m, pixels, &Default::default(), "cpu").await,
+            Self::Gpu(m, d) => image_features(m, pixels, d, "wgpu").await,
+        }
+    }
+
+    /// Projected text features, one row per sequence (not normalised).
+    pub async fn text_features(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Self::Cpu(m) => readback(m.text.forward(ids, &Default::default())?, "cpu").await,
+            Self::Gpu(m, d) => readback(m.text.forward(ids, d)?, "wgpu").await,
+        }
+    }
+}
+
+async fn image_features<B: Backend>(
+    m: &ClipModel<B>,
+    pixels: &[Pixels],
+    device: &B::Device,
+    backend: &'static str,
+) -> Result<Vec<Vec<f32>>> {
+    let Some(first) = pixels.first() else { return Ok(Vec::new()) };
+    let (h, w) = (first.height as usize, first.width as usize);
+    if h != w || pixels.iter().any(|p| p.height as usize != h || p.width as usize != w) {
+        return Err(Error::Input("all images of a batch must be preprocessed to the same square size".into()));
+    }
+    let mut data = Vec::with_capacity(pixels.len() * 3 * h * w);
+    pixels.iter().for_each(|p| data.extend_from_slice(&p.data));
+    let x = Tensor::<B, 4>::from_data(TensorData::new(data, [pixels.len(), 3, h, w]), device);
+    readback(m.vision.forward(x), backend).await
+}
+
+async fn readback<B: Backend>(t: Tensor<B, 2>, backend: &'static str) -> Result<Vec<Vec<f32>>> {
+    let [rows, cols] = t.dims();
+    let data = t.into_data_async().await.map_err(|e| Error::Backend { backend, reason: format!("readback failed: {e:?}") })?;
+    let flat = data.into_vec::<f32>().map_err(|e| Error::Backend { backend, reason: format!("readback: {e:?}") })?;
+    Ok((0..rows).map(|r| flat[r * cols..(r + 1) * cols].to_vec()).collect())
+}

@@ -1,0 +1,204 @@
+//! Checkpoint tensors on the host: Hugging Face `model.safetensors` and PyTorch
+//! `pytorch_model.bin`, read from bytes (everywhere) or a path (native).
+
+use std::collections::HashMap;
+
+use half::{bf16, f16};
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Element types found in checkpoints. All are widened to f32 on load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+            Self::F64 => 8,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn read_f32(self, b: &[u8]) -> f32 {
+        match self {
+            Self::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Self::F16 => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Self::BF16 => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            Self::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
+        }
+    }
+
+    fn from_safetensors(s: &str) -> Option<Self> {
+        match s {
+            "F32" => Some(Self::F32),
+            "F16" => Some(Self::F16),
+            "BF16" => Some(Self::BF16),
+            "F64" => Some(Self::F64),
+            _ => None,
+        }
+    }
+}
+
+/// A dense, row-major f32 tensor in host memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// All tensors of a checkpoint by their Hugging Face names.
+#[derive(Debug, Default)]
+pub struct Weights {
+    tensors: HashMap<String, HostTensor>,
+}
+
+impl Weights {
+    /// Parse a `.safetensors` file's bytes. Integer tensors (`position_ids`) are skipped.
+    pub fn from_safetensors(bytes: &[u8], file: &str) -> Result<Self> {
+        let bad = |reason: String| Error::Weights { file: file.to_string(), reason };
+        if bytes.len() < 8 {
+            return Err(bad(format!("{} bytes is too short for a safetensors file", bytes.len())));
+        }
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+        let header_end = 8u64.checked_add(n).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
+            bad(format!("header claims {n} bytes but the file has {} (truncated?)", bytes.len()))
+        })? as usize;
+        let header: HashMap<String, serde_json::Value> =
+            serde_json::from_slice(&bytes[8..header_end]).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+        let data = &bytes[header_end..];
+        let mut tensors = HashMap::new();
+        for (name, info) in header {
+            if name == "__metadata__" {
+                continue;
+            }
+            #[derive(Deserialize)]
+            struct Info {
+                dtype: String,
+                shape: Vec<usize>,
+                data_offsets: [usize; 2],
+            }
+            let info: Info = serde_json::from_value(info).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            let Some(dtype) = Dtype::from_safetensors(&info.dtype) else { continue };
+            let [start, end] = info.data_offsets;
+            let numel: usize = info.shape.iter().product();
+            if end < start || end > data.len() {
+                return Err(bad(format!(
+                    "tensor `{name}` spans bytes {start}..{end} of {} (truncated?)",
+                    data.len()
+                )));
+            }
+            if end - start != numel * dtype.size() {
+                return Err(bad(format!("tensor `{name}`: {} bytes for shape {:?}", end - start, info.shape)));
+            }
+            let data = data[start..end].chunks_exact(dtype.size()).map(|c| dtype.read_f32(c)).collect();
+            tensors.insert(name, HostTensor { shape: info.shape, data });
+        }
+        Ok(Self { tensors })
+    }
+
+    /// Parse a PyTorch `torch.save` zip archive (`pytorch_model.bin`). No pickled code runs.
+    pub fn from_torch_bin(bytes: &[u8], file: &str) -> Result<Self> {
+        let tensors = crate::pickle::read_torch_zip(bytes, file)
+            .map_err(|reason| Error::Weights { file: file.to_string(), reason })?;
+        Ok(Self { tensors })
+    }
+
+    /// Pick the parser by content: safetensors or a PyTorch zip.
+    pub fn from_bytes(bytes: &[u8], file: &str) -> Result<Self> {
+        if bytes.starts_with(b"PK") || file.ends_with(".bin") || file.ends_with(".pt") || file.ends_with(".pth") {
+            Self::from_torch_bin(bytes, file)
+        } else {
+            Self::from_safetensors(bytes, file)
+        }
+    }
+
+    pub fn from_map(tensors: HashMap<String, HostTensor>) -> Self {
+        Self { tensors }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&HostTensor> {
+        self.tensors.get(key)
+    }
+
+    /// Remove a tensor, checking its shape. A missing or mis-shaped tensor is an error naming it.
+    pub fn take(&mut self, key: &str, expected: &[usize]) -> Result<HostTensor> {
+        let t = self.tensors.remove(key).ok_or_else(|| Error::MissingTensor { key: key.to_string() })?;
+        if t.shape != expected {
+            return Err(Error::ShapeMismatch { key: key.to_string(), expected: expected.to_vec(), got: t.shape });
+        }
+        Ok(t)
+    }
+
+    /// `logit_scale` is a 0-d tensor in checkpoints; accept `[]` or `[1]`.
+    pub fn take_scalar(&mut self, key: &str) -> Result<f32> {
+        let t = self.tensors.remove(key).ok_or_else(|| Error::MissingTensor { key: key.to_string() })?;
+        if t.data.len() != 1 {
+            return Err(Error::ShapeMismatch { key: key.to_string(), expected: vec![], got: t.shape });
+        }
+        Ok(t.data[0])
+    }
+}
+
+/// Write tensors as a safetensors file (f32), e.g. for fixtures and converted weights.
+pub fn write_safetensors(tensors: &[(&str, &HostTensor)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        let len = t.data.len() * 4;
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + len]}),
+        );
+        offset += len;
+    }
+    let mut h = serde_json::to_vec(&header).unwrap_or_default();
+    while (8 + h.len()) % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + h.len() + offset);
+    out.extend((h.len() as u64).to_le_bytes());
+    out.extend(h);
+    for (_, t) in tensors {
+        out.extend(t.data.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_and_errors() {
+        let a = HostTensor { shape: vec![2, 3], data: vec![1., 2., 3., 4., 5., 6.] };
+        let bytes = write_safetensors(&[("a", &a)]);
+        let mut w = Weights::from_safetensors(&bytes, "m.safetensors").unwrap();
+        let err = w.take("a", &[3, 2]).unwrap_err().to_string();
+        assert_eq!(err, "tensor `a` has shape [2, 3], the config needs [3, 2]");
+        let mut w = Weights::from_safetensors(&bytes, "m.safetensors").unwrap();
+        assert_eq!(w.take("a", &[2, 3]).unwrap(), a);
+        assert_eq!(w.take("b", &[1]).unwrap_err().to_string().split(' ').nth(2), Some("`b`"));
+        let err = Weights::from_safetensors(&bytes[..bytes.len() - 4], "m.safetensors").unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+}
