@@ -358,71 +358,78 @@ fn clip8(v: i32) -> u8 {
 }
 
 /// Pillow `Image.resize((width, height), resample)` on an RGB image.
+///
+/// Pillow ≥ 12 runs the vertical pass first when the height shrinks by more than twice as many
+/// pixels as the width (`ImagingResampleInner`); the order changes the uint8 rounding in between,
+/// so it is followed here.
 pub fn resize(img: &Rgb8, width: u32, height: u32, filter: Resample) -> Rgb8 {
     let need_h = width != img.width;
     let need_v = height != img.height;
     if !need_h && !need_v {
         return img.clone();
     }
-    let horiz = precompute_coeffs(img.width, width, filter);
-    let vert = precompute_coeffs(img.height, height, filter);
-    let half = 1i32 << (PRECISION_BITS - 1);
-
-    // Horizontal pass over the rows the vertical pass will read.
-    let (first_row, last_row) = if need_v {
-        let (lo, _) = vert.bounds[0];
-        let (b, n) = vert.bounds[height as usize - 1];
-        (lo, b + n)
-    } else {
-        (0, img.height as usize)
-    };
-    let tmp = if need_h {
-        let in_w = img.width as usize;
-        let rows = last_row - first_row;
-        let mut out = vec![0u8; rows * width as usize * 3];
-        for y in 0..rows {
-            let src = &img.data[(y + first_row) * in_w * 3..][..in_w * 3];
-            let dst = &mut out[y * width as usize * 3..][..width as usize * 3];
-            for (xx, px) in dst.chunks_exact_mut(3).enumerate() {
-                let (xmin, n) = horiz.bounds[xx];
-                let k = &horiz.weights[xx * horiz.ksize..][..n];
-                let (mut s0, mut s1, mut s2) = (half, half, half);
-                for (i, &w) in k.iter().enumerate() {
-                    let p = &src[(xmin + i) * 3..];
-                    s0 += p[0] as i32 * w;
-                    s1 += p[1] as i32 * w;
-                    s2 += p[2] as i32 * w;
-                }
-                px.copy_from_slice(&[clip8(s0), clip8(s1), clip8(s2)]);
-            }
+    let dy = img.height as i64 - height as i64;
+    let dx = img.width as i64 - width as i64;
+    let horizontal_first = !(dy > 0 && dy > dx * 2);
+    let horiz = need_h.then(|| precompute_coeffs(img.width, width, filter));
+    let vert = need_v.then(|| precompute_coeffs(img.height, height, filter));
+    match (horizontal_first, horiz, vert) {
+        (true, Some(h), Some(v)) => {
+            // Only the source rows the vertical pass reads.
+            let first = v.bounds[0].0;
+            let (b, n) = v.bounds[height as usize - 1];
+            let tmp = resample_horizontal(img, width, &h, first, b + n - first);
+            resample_vertical(&tmp, height, &v, first)
         }
-        Rgb8 { width, height: rows as u32, data: out }
-    } else {
-        Rgb8 {
-            width,
-            height: (last_row - first_row) as u32,
-            data: img.data[first_row * width as usize * 3..last_row * width as usize * 3].to_vec(),
-        }
-    };
-    if !need_v {
-        return tmp;
+        (false, Some(h), Some(v)) => resample_horizontal(&resample_vertical(img, height, &v, 0), width, &h, 0, height as usize),
+        (_, Some(h), None) => resample_horizontal(img, width, &h, 0, img.height as usize),
+        (_, None, Some(v)) => resample_vertical(img, height, &v, 0),
+        (_, None, None) => img.clone(),
     }
-    let row = width as usize * 3;
+}
+
+/// `ImagingResampleHorizontal_8bpc` over `rows` source rows starting at `first_row`.
+fn resample_horizontal(img: &Rgb8, width: u32, c: &Coeffs, first_row: usize, rows: usize) -> Rgb8 {
+    let in_row = img.width as usize * 3;
+    let out_row = width as usize * 3;
+    let mut out = vec![0u8; rows * out_row];
+    for y in 0..rows {
+        let src = &img.data[(y + first_row) * in_row..][..in_row];
+        let dst = &mut out[y * out_row..][..out_row];
+        for (xx, px) in dst.chunks_exact_mut(3).enumerate() {
+            let (xmin, n) = c.bounds[xx];
+            let k = &c.weights[xx * c.ksize..][..n];
+            let mut s = [1i32 << (PRECISION_BITS - 1); 3];
+            for (i, &w) in k.iter().enumerate() {
+                let p = &src[(xmin + i) * 3..][..3];
+                s[0] += p[0] as i32 * w;
+                s[1] += p[1] as i32 * w;
+                s[2] += p[2] as i32 * w;
+            }
+            px.copy_from_slice(&s.map(clip8));
+        }
+    }
+    Rgb8 { width, height: rows as u32, data: out }
+}
+
+/// `ImagingResampleVertical_8bpc`; `row_offset` is the first source row present in `img`.
+fn resample_vertical(img: &Rgb8, height: u32, c: &Coeffs, row_offset: usize) -> Rgb8 {
+    let row = img.width as usize * 3;
     let mut out = vec![0u8; height as usize * row];
     for yy in 0..height as usize {
-        let (ymin, n) = vert.bounds[yy];
-        let ymin = ymin - first_row;
-        let k = &vert.weights[yy * vert.ksize..][..n];
+        let (ymin, n) = c.bounds[yy];
+        let ymin = ymin - row_offset;
+        let k = &c.weights[yy * c.ksize..][..n];
         let dst = &mut out[yy * row..][..row];
         for (x, d) in dst.iter_mut().enumerate() {
-            let mut s = half;
+            let mut s = 1i32 << (PRECISION_BITS - 1);
             for (i, &w) in k.iter().enumerate() {
-                s += tmp.data[(ymin + i) * row + x] as i32 * w;
+                s += img.data[(ymin + i) * row + x] as i32 * w;
             }
             *d = clip8(s);
         }
     }
-    Rgb8 { width, height, data: out }
+    Rgb8 { width: img.width, height, data: out }
 }
 
 /// Resize, crop, rescale and normalise a decoded image: the whole `CLIPImageProcessor`.

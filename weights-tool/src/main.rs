@@ -1,1 +1,254 @@
-fn main() {}
+//! `weights-tool`: Obscura's native CLI for models.
+//!
+//! `weights-tool embed` embeds images and texts with a Hugging Face CLIP checkpoint, exactly as
+//! the browser does (same crate, same preprocessing), and prints JSON.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use model_wasm::{BackendChoice, Clip, Exif, Pixels};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(name = "weights-tool", version, about = "Obscura's model tool: embed images and texts natively")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed images and texts; print L2-normalised embeddings and logits as JSON.
+    Embed(EmbedArgs),
+}
+
+#[derive(clap::Args)]
+struct EmbedArgs {
+    /// Model directory: config.json, model.safetensors or pytorch_model.bin, tokenizer.json,
+    /// preprocessor_config.json.
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Apply the EXIF orientation (what a viewer shows) or use the stored pixel grid.
+    #[arg(long, value_enum, default_value_t = ExifArg::Apply)]
+    exif: ExifArg,
+    /// An image file, or a directory whose image files are all embedded. Repeatable.
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
+    /// A text to embed. Repeatable.
+    #[arg(long = "text")]
+    texts: Vec<String>,
+    /// Write each image's preprocessed [3,S,S] float32 pixels as <file stem>.npy here.
+    #[arg(long)]
+    pixels_out: Option<PathBuf>,
+    /// `json` (default) or `table`: cosine similarity of every image to every text.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    Auto,
+    Cpu,
+    Wgpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExifArg {
+    Apply,
+    Ignore,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Format {
+    Json,
+    Table,
+}
+
+#[derive(Serialize)]
+struct EmbedOutput {
+    model: String,
+    backend: String,
+    images: Vec<ImageOut>,
+    texts: Vec<TextOut>,
+    logits_per_image: Vec<Vec<f32>>,
+}
+
+#[derive(Serialize)]
+struct ImageOut {
+    path: String,
+    embedding: Vec<f32>,
+}
+
+#[derive(Serialize)]
+struct TextOut {
+    text: String,
+    input_ids: Vec<u32>,
+    embedding: Vec<f32>,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("weights-tool: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Embed(args) => pollster::block_on(embed(args)),
+    }
+}
+
+const IMAGE_EXTENSIONS: [&str; 9] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "jfif"];
+
+/// Expand directories into their image files (sorted, not recursive).
+fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("reading directory {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.is_file()
+                        && f.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                })
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
+    if args.images.is_empty() && args.texts.is_empty() {
+        bail!("nothing to embed: give at least one --image or --text");
+    }
+    let choice = match args.backend {
+        Backend::Auto => BackendChoice::Auto,
+        Backend::Cpu => BackendChoice::Cpu,
+        Backend::Wgpu => BackendChoice::Wgpu,
+    };
+    let exif = match args.exif {
+        ExifArg::Apply => Exif::Apply,
+        ExifArg::Ignore => Exif::Ignore,
+    };
+    let clip = Clip::load_dir(&args.model, choice)
+        .await
+        .with_context(|| format!("loading model {}", args.model.display()))?;
+    if let Some(reason) = &clip.backend().fallback_reason {
+        eprintln!("weights-tool: running on the CPU: {reason}");
+    }
+    if let Some(dir) = &args.pixels_out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+
+    // Decode everything first: a bad image is reported and skipped, the rest are embedded.
+    let mut failures = 0usize;
+    let mut ok: Vec<(String, Pixels)> = Vec::new();
+    for path in expand(&args.images)? {
+        let name = path.display().to_string();
+        let pixels = std::fs::read(&path)
+            .with_context(|| format!("reading {name}"))
+            .and_then(|bytes| Ok(clip.pixels(&bytes, &name, exif)?));
+        match pixels {
+            Ok(p) => {
+                if let Some(dir) = &args.pixels_out {
+                    write_npy(&dir.join(npy_name(&path)), &p)?;
+                }
+                ok.push((name, p));
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("weights-tool: skipped {e:#}");
+            }
+        }
+    }
+    let mut images = Vec::with_capacity(ok.len());
+    for chunk in ok.chunks(args.batch.max(1)) {
+        let pixels: Vec<Pixels> = chunk.iter().map(|(_, p)| p.clone()).collect();
+        let emb = clip.embed_images(&pixels).await?;
+        images.extend(chunk.iter().zip(emb).map(|((path, _), embedding)| ImageOut { path: path.clone(), embedding }));
+    }
+    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    let (ids, text_emb) = clip.embed_texts(&texts).await?;
+    let image_emb: Vec<Vec<f32>> = images.iter().map(|i| i.embedding.clone()).collect();
+    let out = EmbedOutput {
+        model: args.model.display().to_string(),
+        backend: clip.backend().kind.name().to_string(),
+        logits_per_image: clip.logits_per_image(&image_emb, &text_emb),
+        images,
+        texts: args
+            .texts
+            .iter()
+            .zip(ids)
+            .zip(text_emb)
+            .map(|((text, input_ids), embedding)| TextOut { text: text.clone(), input_ids, embedding })
+            .collect(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    match args.format {
+        Format::Json => serde_json::to_writer(&mut stdout, &out)?,
+        Format::Table => write_table(&mut stdout, &out)?,
+    }
+    writeln!(stdout)?;
+    if failures > 0 {
+        eprintln!("weights-tool: {failures} image(s) could not be embedded");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_table(w: &mut impl Write, out: &EmbedOutput) -> std::io::Result<()> {
+    writeln!(w, "model {} on {}; cosine similarity, image x text", out.model, out.backend)?;
+    for (i, t) in out.texts.iter().enumerate() {
+        writeln!(w, "  [{i}] {}", t.text)?;
+    }
+    write!(w, "{:>40}", "")?;
+    for i in 0..out.texts.len() {
+        write!(w, " {:>7}", format!("[{i}]"))?;
+    }
+    writeln!(w)?;
+    for img in &out.images {
+        let name = Path::new(&img.path).file_name().map_or(img.path.clone(), |n| n.to_string_lossy().into_owned());
+        write!(w, "{name:>40}")?;
+        for t in &out.texts {
+            write!(w, " {:>7.4}", model_wasm::dot(&img.embedding, &t.embedding))?;
+        }
+        writeln!(w)?;
+    }
+    Ok(())
+}
+
+fn npy_name(path: &Path) -> String {
+    format!("{}.npy", path.file_stem().map_or("image".into(), |s| s.to_string_lossy()))
+}
+
+/// NumPy `.npy` v1.0, little-endian f32, C order.
+fn write_npy(path: &Path, p: &Pixels) -> anyhow::Result<()> {
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': (3, {}, {}), }}", p.height, p.width);
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + p.data.len() * 4);
+    bytes.extend(b"\x93NUMPY\x01\x00");
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(p.data.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
