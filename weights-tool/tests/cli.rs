@@ -1,0 +1,130 @@
+//! Runs the `weights-tool` binary like a user would and checks its output against the golden
+//! fixtures (`tests/golden/`, made by transformers).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden")
+}
+
+fn tool() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weights-tool"))
+}
+
+fn golden_json(model: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(golden().join(format!("{model}.json"))).unwrap()).unwrap()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    dot / (a.iter().map(|x| x * x).sum::<f64>().sqrt() * b.iter().map(|x| x * x).sum::<f64>().sqrt())
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+#[test]
+fn embed_prints_json_skips_bad_images_and_exits_nonzero() {
+    let model = "tiny-gelu-eos49407";
+    let out_dir = std::env::temp_dir().join(format!("weights-tool-cli-{}", std::process::id()));
+    let g = golden();
+    let output = tool()
+        .args(["embed", "--backend", "cpu", "--model"])
+        .arg(g.join("models").join(model))
+        .arg("--image")
+        .arg(g.join("images/odd-37x23.png"))
+        .arg("--image")
+        .arg(g.join("bad/empty.png"))
+        .arg("--image")
+        .arg(g.join("bad/truncated.png"))
+        .arg("--image")
+        .arg(g.join("bad/notes.txt"))
+        .arg("--image")
+        .arg(g.join("images/exif8-50x30.png"))
+        .args(["--text", "a photo of a cat", "--text", "lymphocytes", "--pixels-out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a bad image makes the exit code non-zero; stderr: {stderr}");
+    assert!(stderr.contains("empty.png: empty file (0 bytes)"), "{stderr}");
+    assert!(stderr.contains("truncated.png: corrupt or truncated"), "{stderr}");
+    assert!(stderr.contains("notes.txt: not a supported image"), "{stderr}");
+    assert!(stderr.contains("3 image(s) could not be embedded"), "{stderr}");
+
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["backend"], "cpu");
+    let images = json["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "the good images are still embedded");
+    let gold = golden_json(model);
+    for (img, file) in images.iter().zip(["odd-37x23.png", "exif8-50x30.png"]) {
+        assert!(img["path"].as_str().unwrap().ends_with(file));
+        let want = gold["images"].as_array().unwrap().iter().find(|e| e["file"] == file && e["exif"] == "apply").unwrap();
+        let c = cosine(&floats(&img["embedding"]), &floats(&want["embedding"]));
+        assert!(c >= 0.99999, "{file}: cosine {c} to transformers");
+        let norm: f64 = floats(&img["embedding"]).iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-5, "embeddings are L2-normalised");
+    }
+    let texts = json["texts"].as_array().unwrap();
+    assert_eq!(texts[1]["text"], "lymphocytes");
+    let want = gold["texts"].as_array().unwrap().iter().find(|t| t["text"] == "lymphocytes").unwrap();
+    assert_eq!(texts[1]["input_ids"], want["input_ids"]);
+    assert!(cosine(&floats(&texts[1]["embedding"]), &floats(&want["embedding"])) >= 0.99999);
+    let logits = json["logits_per_image"].as_array().unwrap();
+    assert_eq!((logits.len(), logits[0].as_array().unwrap().len()), (2, 2));
+
+    // --pixels-out: NumPy [3, 48, 48] float32 equal to transformers' pixel values.
+    let npy = std::fs::read(out_dir.join("odd-37x23.npy")).unwrap();
+    assert_eq!(&npy[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([npy[8], npy[9]]) as usize;
+    let header = std::str::from_utf8(&npy[10..10 + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'") && header.contains("'shape': (3, 48, 48)"), "{header}");
+    assert_eq!((10 + header_len) % 64, 0);
+    let ours: Vec<f32> = npy[10 + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let theirs: Vec<f32> = std::fs::read(g.join("pixels").join(model).join("odd-37x23.apply.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let max = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(ours.len() == theirs.len() && max <= 1e-5, "pixels differ by {max}");
+    assert!(!out_dir.join("empty.npy").exists());
+    std::fs::remove_dir_all(out_dir).ok();
+}
+
+#[test]
+fn exif_ignore_changes_the_pixel_grid() {
+    let g = golden();
+    let run = |mode: &str| {
+        let out = tool()
+            .args(["embed", "--backend", "cpu", "--exif", mode, "--model"])
+            .arg(g.join("models/tiny-quickgelu-eos2"))
+            .arg("--image")
+            .arg(g.join("images/exif8-50x30.png"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        floats(&json["images"][0]["embedding"])
+    };
+    let gold = golden_json("tiny-quickgelu-eos2");
+    for mode in ["apply", "ignore"] {
+        let want = gold["images"].as_array().unwrap().iter().find(|e| e["file"] == "exif8-50x30.png" && e["exif"] == mode).unwrap();
+        let c = cosine(&run(mode), &floats(&want["embedding"]));
+        assert!(c >= 0.99999, "--exif {mode}: cosine {c}");
+    }
+}
+
+#[test]
+fn errors_are_specific_and_exit_2() {
+    let g = golden();
+    let out = tool().args(["embed", "--model"]).arg(g.join("images")).args(["--text", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no model.safetensors or pytorch_model.bin"), "{stderr}");
+    let out = tool().args(["embed", "--model"]).arg(g.join("models/tiny-gelu-eos49407")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to embed"));
+}
