@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Full-size ViT-B/32 CLIP (random weights, openai/clip-vit-base-patch32's config values):
+PyTorch fp32 CPU and Obscura's backends, same weights, same machine, one run.
+
+    /tmp/ref/bin/python bench/bench_clip.py [--repeats 3] [--backends cpu,wgpu]
+
+Needs torch + transformers (see tests/golden/generate.py). Prints a Markdown table.
+"""
+import argparse, json, subprocess, tempfile, time
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--backends", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(eos_token_id=2, bos_token_id=0, pad_token_id=1),
+        vision_config=dict(),
+        projection_dim=512,
+    )
+    model = CLIPModel(config).eval()
+    tmp = Path(tempfile.mkdtemp())
+    model.save_pretrained(tmp)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        (tmp / f).write_bytes((ROOT / "tests/golden/models/tiny-quickgelu-eos2" / f).read_bytes())
+    rows = []
+    with torch.no_grad():
+        for batch in [1, 8, 32]:
+            px = torch.randn(batch, 3, 224, 224)
+            ids = torch.randint(0, 49406, (batch, 77))
+            ids[:, -1] = 49407
+            for tower, fn in [("image", lambda: model.get_image_features(pixel_values=px)),
+                              ("text", lambda: model.get_text_features(input_ids=ids))]:
+                fn()
+                times = []
+                for _ in range(args.repeats):
+                    t = time.perf_counter(); fn(); times.append((time.perf_counter() - t) * 1000 / batch)
+                times.sort()
+                rows.append({"impl": "pytorch-fp32", "tower": tower, "batch": batch,
+                             "median_ms": times[len(times) // 2], "min_ms": times[0]})
+    for backend in args.backends.split(","):
+        out = subprocess.run(["cargo", "run", "-q", "--release", "-p", "model-wasm", "--example", "bench", "--",
+                              str(tmp), backend, str(args.repeats)], cwd=ROOT, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(out.stderr)
+            continue
+        rows += [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    print("| tower | batch | " + " | ".join(f"{i} ms/item" for i in impls) + " | " +
+          " | ".join(f"{i} / pytorch" for i in impls[1:]) + " |")
+    print("|---" * (2 + 2 * len(impls) - 1) + "|")
+    for tower in ["image", "text"]:
+        for batch in [1, 8, 32]:
+            get = {r["impl"]: r["median_ms"] for r in rows if r["tower"] == tower and r["batch"] == batch}
+            base = get.get("pytorch-fp32")
+            print(f"| {tower} | {batch} | " + " | ".join(f"{get.get(i, float('nan')):.1f}" for i in impls) + " | " +
+                  " | ".join(f"{get.get(i, float('nan')) / base:.2f}x" for i in impls[1:]) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+//! Encode-time benchmark: image and text encoders at batch 1, 8 and 32 on one backend.
+//!
+//!     cargo run --release -p model-wasm --example bench -- <model dir> <cpu|wgpu> [repeats]
+//!
+//! Prints one JSON line per (tower, batch): median and min ms per item over `repeats` runs after
+//! one warm-up. `bench/bench_clip.py` runs it beside PyTorch on the same weights.
+
+use std::time::Instant;
+
+use model_wasm::{BackendChoice, Clip, Pixels};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (dir, backend) = (args.get(1).expect("model dir"), args.get(2).map_or("cpu", String::as_str));
+    let repeats: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(3);
+    let choice = if backend == "wgpu" { BackendChoice::Wgpu } else { BackendChoice::Cpu };
+    let clip = pollster::block_on(Clip::load_dir(dir.as_ref(), choice)).expect("load");
+    let s = clip.config.vision.image_size as u32;
+    let pixel = |i: usize| Pixels {
+        height: s,
+        width: s,
+        data: (0..3 * s as usize * s as usize).map(|j| (((i * 7919 + j) % 255) as f32 / 127.0) - 1.0).collect(),
+    };
+    // The longest text the context allows: the worst case for the text tower.
+    let text = "an H&E image of ".repeat(30);
+    for batch in [1usize, 8, 32] {
+        let pixels: Vec<Pixels> = (0..batch).map(pixel).collect();
+        let texts: Vec<&str> = vec![text.as_str(); batch];
+        let ids = clip.tokenizer.encode_batch(&texts).unwrap();
+        for tower in ["image", "text"] {
+            let run = || {
+                let t = Instant::now();
+                if tower == "image" {
+                    pollster::block_on(clip.image_features(&pixels)).unwrap();
+                } else {
+                    pollster::block_on(clip.text_features(&ids)).unwrap();
+                }
+                t.elapsed().as_secs_f64() * 1000.0 / batch as f64
+            };
+            run();
+            let mut times: Vec<f64> = (0..repeats).map(|_| run()).collect();
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{{\"impl\": \"obscura-{}\", \"tower\": \"{tower}\", \"batch\": {batch}, \"median_ms\": {:.2}, \"min_ms\": {:.2}}}",
+                clip.backend().kind.name(),
+                times[times.len() / 2],
+                times[0]
+            );
+        }
+    }
+}
