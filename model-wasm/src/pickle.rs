@@ -18,7 +18,6 @@ use crate::weights::{Dtype, HostTensor};
 struct TensorRef {
     key: String,
     dtype: Option<Dtype>,
-    storage_type: String,
     offset: usize,
     size: Vec<usize>,
     stride: Vec<usize>,
@@ -406,7 +405,6 @@ fn rebuild_tensor(args: &[Value]) -> Result<Value, String> {
     Ok(Value::Tensor(TensorRef {
         key,
         dtype,
-        storage_type,
         offset: *offset as usize,
         size: ints(size)?,
         stride: ints(stride)?,
