@@ -2,7 +2,7 @@
 # Installs what Obscura's build and tests need on a fresh Debian machine, idempotently:
 # the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, Chromium + chromedriver
 # (WebGPU on SwiftShader for browser tests) and Mesa's lavapipe (a Vulkan adapter for the
-# native wgpu tests). Sourced by run.sh and test.sh.
+# native wgpu tests). Sourced by test.sh; run.sh needs only cargo.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -15,7 +15,7 @@ ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulk
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
