@@ -5,7 +5,8 @@
 //! version      u32      FORMAT_VERSION
 //! dim          u32
 //! config       exact_limit u64, fresh_capacity u64, merge_factor u64, max_segment_len u64,
-//!              max_dead_fraction f32, ef_construction u64, ef_search u64, seed u64
+//!              max_dead_fraction f32, ef_construction u64, neighbor_heuristic u64 (0/1),
+//!              ef_search u64, seed u64
 //! next_tag     u32
 //! len          u64      live vectors
 //! fresh        rows u64, ids [u64; rows], vectors [f32; rows·dim]
@@ -46,7 +47,8 @@ impl Index {
             out.u64(v as u64);
         }
         out.f32s(&[c.max_dead_fraction]);
-        for v in [c.ef_construction as u64, c.ef_search as u64, c.seed] {
+        let heuristic = c.neighbor_heuristic as u64;
+        for v in [c.ef_construction as u64, heuristic, c.ef_search as u64, c.seed] {
             out.u64(v);
         }
         out.u32(self.next_tag);
@@ -103,6 +105,11 @@ impl Index {
             max_segment_len: r.usize()?,
             max_dead_fraction: r.f32()?,
             ef_construction: r.usize()?,
+            neighbor_heuristic: match r.u64()? {
+                0 => false,
+                1 => true,
+                other => return Err(corrupt(format!("neighbour heuristic flag {other}"))),
+            },
             ef_search: r.usize()?,
             seed: 0,
         };

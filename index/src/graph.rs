@@ -15,12 +15,12 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use instant_distance::{Builder, Point};
+use instant_distance::{Builder, Heuristic, Point};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_big_array::BigArray;
 
 use crate::kernel::dot;
-use crate::topk::{Scored, TopK};
+use crate::topk::Scored;
 
 /// Links per node on layer 0 (instant-distance's `2·M`).
 pub(crate) const ZERO_LINKS: usize = 64;
@@ -79,12 +79,19 @@ pub(crate) struct Built {
 }
 
 /// Builds a graph over the rows of `vectors` (`n × dim`, unit rows, `n ≥ 1`).
-pub(crate) fn build(vectors: &[f32], dim: usize, ef_construction: usize, seed: u64) -> Built {
+pub(crate) fn build(
+    vectors: &[f32],
+    dim: usize,
+    ef_construction: usize,
+    heuristic: bool,
+    seed: u64,
+) -> Built {
     let rows: Vec<Row<'_>> = vectors.chunks_exact(dim).map(Row).collect();
     let n = rows.len();
     assert!(n > 0 && n < NO_LINK as usize, "graph segments hold 1..2^32-1 rows");
     let (hnsw, pids) = Builder::default()
         .ef_construction(ef_construction)
+        .select_heuristic(heuristic.then(Heuristic::default))
         .seed(seed)
         .build_hnsw(rows);
     let mut order = vec![0; n];
@@ -246,7 +253,7 @@ mod tests {
             .ef_search(ef)
             .seed(3)
             .build_hnsw(rows.clone());
-        let ours = build(&data, dim, ef, 3);
+        let ours = build(&data, dim, ef, true, 3);
         // Same seed, but natively the build runs on several threads: compare each graph's
         // search with its own node numbering, through the row each node holds.
         let row_of_ours = &ours.order;
@@ -283,7 +290,7 @@ mod tests {
 
     #[test]
     fn validate_rejects_out_of_range_and_gapped_links() {
-        let mut graph = build(&Clusters::new(8, 2, 1).sample(100, 2), 8, 20, 1).graph;
+        let mut graph = build(&Clusters::new(8, 2, 1).sample(100, 2), 8, 20, false, 1).graph;
         assert_eq!(graph.validate(100), Ok(()));
         assert!(graph.validate(50).is_err());
         let gap = (0..graph.zero.len())

@@ -75,6 +75,9 @@ pub struct Config {
     pub max_dead_fraction: f32,
     /// `ef_construction` of the HNSW builds.
     pub ef_construction: usize,
+    /// Whether builds pick neighbours with HNSW's diversity heuristic (instant-distance's
+    /// default). It makes searches visit fewer nodes but builds several times slower.
+    pub neighbor_heuristic: bool,
     /// Default `ef` of searches (see [`Index::search_ef`]).
     pub ef_search: usize,
     /// Seed of the graph builds. Builds in one thread (wasm) are reproducible; native builds run
@@ -90,7 +93,8 @@ impl Default for Config {
             merge_factor: 4,
             max_segment_len: 32_768,
             max_dead_fraction: 0.25,
-            ef_construction: 100,
+            ef_construction: 40,
+            neighbor_heuristic: false,
             ef_search: 64,
             seed: 0x0b5c_0a1d,
         }
@@ -448,6 +452,9 @@ impl Index {
                 let keep = self.fresh.ids.len() - n;
                 let ids = self.fresh.ids.split_off(keep);
                 let vectors = self.fresh.vectors.split_off(keep * dim);
+                // `split_off` leaves the fresh segment its whole capacity: hand it back.
+                self.fresh.ids.shrink_to(keep.max(self.config.fresh_capacity));
+                self.fresh.vectors.shrink_to(keep.max(self.config.fresh_capacity) * dim);
                 (ids, vectors)
             }
             Job::Rebuild(tags) => {
@@ -482,7 +489,8 @@ impl Index {
         let tag = self.next_tag;
         self.next_tag += 1;
         let seed = self.config.seed ^ (tag as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let built = graph::build(&vectors, dim, self.config.ef_construction, seed);
+        let c = &self.config;
+        let built = graph::build(&vectors, dim, c.ef_construction, c.neighbor_heuristic, seed);
         let mut segment = Segment {
             tag,
             ids: Vec::with_capacity(ids.len()),

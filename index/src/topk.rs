@@ -50,12 +50,6 @@ impl TopK {
         Self { k, heap: BinaryHeap::with_capacity(k + 1) }
     }
 
-    /// The score an item must beat to enter, once `k` items are held.
-    #[inline]
-    pub fn threshold(&self) -> Option<f32> {
-        (self.heap.len() == self.k).then(|| self.heap.peek().map_or(f32::INFINITY, |w| w.0.score))
-    }
-
     #[inline]
     pub fn push(&mut self, item: Scored) {
         if self.heap.len() < self.k {
