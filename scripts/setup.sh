@@ -2,7 +2,8 @@
 # Installs what Obscura's build and tests need on a fresh Debian machine, idempotently:
 # the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, Chromium + chromedriver
 # (WebGPU on SwiftShader for browser tests) and Mesa's lavapipe (a Vulkan adapter for the
-# native wgpu tests). Sourced by test.sh; run.sh needs only cargo.
+# native wgpu tests), and Node.js if missing (the index's wasm test). Sourced by test.sh; run.sh
+# needs only cargo.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -12,6 +13,7 @@ need_apt=()
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
+command -v node >/dev/null || need_apt+=(nodejs)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   as_root apt-get update -qq
