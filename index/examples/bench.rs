@@ -42,6 +42,16 @@ fn run(clusters: &Clusters, n: usize) {
     let queries = clusters.sample(QUERIES, 3);
     let rows = |data: &[f32]| data.chunks_exact(DIM).map(<[f32]>::to_vec).collect::<Vec<_>>();
     let (base, added) = data.split_at(n * DIM);
+    if let Ok(dir) = std::env::var("BENCH_EXPORT") {
+        // The same vectors for the peers' benchmark (index/bench_peers.py).
+        let write = |name: &str, data: &[f32]| {
+            let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            std::fs::write(format!("{dir}/{n}-{name}.f32"), bytes).expect("write BENCH_EXPORT");
+        };
+        write("base", base);
+        write("added", added);
+        write("queries", &queries);
+    }
     let (base, added, queries) = (rows(base), rows(added), rows(&queries));
 
     // Brute force: an index that never leaves its exact segment.

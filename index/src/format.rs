@@ -276,8 +276,8 @@ impl<'a> Reader<'a> {
             bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect();
         for (row, v) in vectors.chunks_exact(dim).enumerate() {
             let norm = crate::kernel::dot(v, v).sqrt();
-            // `!(… <= …)` is also true for NaN.
-            if !((norm - 1.0).abs() <= NORM_TOLERANCE) || v.iter().any(|x| !x.is_finite()) {
+            let unit = (norm - 1.0).abs() <= NORM_TOLERANCE; // false for NaN too
+            if !unit || v.iter().any(|x| !x.is_finite()) {
                 return Err(corrupt(format!("stored vector {row} is not a finite unit vector")));
             }
         }

@@ -221,7 +221,7 @@ fn links(layer: &[u32], width: usize, node: u32) -> impl Iterator<Item = &u32> {
 }
 
 fn check_links(layer: &[u32], width: usize, n: usize) -> Result<(), String> {
-    if layer.len() % width != 0 {
+    if !layer.len().is_multiple_of(width) {
         return Err(format!("{} link slots is not a multiple of {width}", layer.len()));
     }
     for (node, slots) in layer.chunks_exact(width).enumerate() {

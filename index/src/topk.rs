@@ -54,10 +54,10 @@ impl TopK {
     pub fn push(&mut self, item: Scored) {
         if self.heap.len() < self.k {
             self.heap.push(Reverse(item));
-        } else if let Some(mut worst) = self.heap.peek_mut() {
-            if item > worst.0 {
-                *worst = Reverse(item);
-            }
+        } else if let Some(mut worst) = self.heap.peek_mut()
+            && item > worst.0
+        {
+            *worst = Reverse(item);
         }
     }
 

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod config;
+pub mod converted;
 pub mod error;
 pub mod model;
 mod pickle;
@@ -32,6 +33,7 @@ pub use error::{Error, ImageProblem, Result};
 pub use preprocess::{Exif, Pixels, PreprocessConfig, Rgb8};
 pub use runtime::{BackendChoice, BackendInfo, BackendKind, Encoder};
 pub use tokenizer::ClipTokenizer;
+pub use converted::{Manifest, Scheme};
 pub use weights::{HostTensor, Weights};
 
 /// The files of a Hugging Face CLIP checkpoint, as bytes (fetched in a browser or read from
@@ -49,6 +51,15 @@ pub struct ModelFiles {
     pub weights_name: String,
 }
 
+/// The files of a converted model directory (`weights-tool convert`): the manifest, its shards by
+/// file name, and the tokenizer.
+#[derive(Debug, Clone, Default)]
+pub struct ConvertedFiles {
+    pub manifest_json: String,
+    pub shards: std::collections::HashMap<String, Vec<u8>>,
+    pub tokenizer_json: Vec<u8>,
+}
+
 /// A CLIP model ready to embed: config, preprocessing, tokenizer and encoder.
 #[derive(Debug)]
 pub struct Clip {
@@ -63,19 +74,7 @@ impl Clip {
     /// Build from checkpoint files on the chosen backend.
     pub async fn from_files(files: ModelFiles, choice: BackendChoice) -> Result<Self> {
         let config = ClipConfig::from_hf_json(&files.config_json, "config.json")?;
-        let preprocess = match &files.preprocessor_json {
-            Some(json) => PreprocessConfig::from_json(json, "preprocessor_config.json")?,
-            None => PreprocessConfig::clip(config.vision.image_size as u32),
-        };
-        if let Some((h, w)) = preprocess.output_size() {
-            let s = config.vision.image_size as u32;
-            if (h, w) != (s, s) {
-                return Err(Error::Config {
-                    file: "preprocessor_config.json".into(),
-                    reason: format!("produces {h}x{w} images but the vision tower expects {s}x{s}"),
-                });
-            }
-        }
+        let preprocess = preprocess_config(&config, files.preprocessor_json.as_deref())?;
         let pad = files.tokenizer_config_json.as_deref().and_then(ClipTokenizer::pad_token_from_config);
         let tokenizer =
             ClipTokenizer::from_bytes(&files.tokenizer_json, pad.as_deref(), config.text.max_position_embeddings)?;
@@ -85,12 +84,33 @@ impl Clip {
         Ok(Self { config, preprocess, tokenizer, encoder, backend })
     }
 
+    /// Build from a converted model (manifest, shards, tokenizer). Every shard's size and sha256
+    /// and every tensor's storage and shape are checked before the encoder is built.
+    pub async fn from_converted(files: ConvertedFiles, choice: BackendChoice) -> Result<Self> {
+        let manifest = Manifest::from_json(&files.manifest_json)?;
+        let config = ClipConfig::from_hf_json(&manifest.config.to_string(), "manifest.json config")?;
+        let preprocessor = manifest.preprocessor.as_ref().map(|p| p.to_string());
+        let preprocess = preprocess_config(&config, preprocessor.as_deref())?;
+        let pad = manifest.tokenizer_config.as_ref().and_then(|c| ClipTokenizer::pad_token_from_config(&c.to_string()));
+        let tokenizer =
+            ClipTokenizer::from_bytes(&files.tokenizer_json, pad.as_deref(), config.text.max_position_embeddings)?;
+        let weights = Weights::from_converted(&manifest, &files.shards)?;
+        drop(files.shards);
+        let (encoder, backend) = Encoder::load(&config, weights, choice).await?;
+        Ok(Self { config, preprocess, tokenizer, encoder, backend })
+    }
+
     /// Load a Hugging Face checkpoint directory (`config.json`, `model.safetensors` or
     /// `pytorch_model.bin`, `tokenizer.json`, optional `preprocessor_config.json` and
     /// `tokenizer_config.json`).
+    /// A directory with a `manifest.json` is read as a converted model.
     #[cfg(not(target_family = "wasm"))]
     pub async fn load_dir(dir: &std::path::Path, choice: BackendChoice) -> Result<Self> {
-        Self::from_files(read_model_dir(dir)?, choice).await
+        if dir.join("manifest.json").exists() {
+            Self::from_converted(read_converted_dir(dir)?, choice).await
+        } else {
+            Self::from_files(read_model_dir(dir)?, choice).await
+        }
     }
 
     pub fn backend(&self) -> &BackendInfo {
@@ -137,6 +157,48 @@ impl Clip {
     pub fn logit_scale(&self) -> f32 {
         self.encoder.logit_scale()
     }
+}
+
+/// The preprocessing of `config`'s vision tower, from `preprocessor_config.json` if given; its
+/// output size must be the tower's.
+fn preprocess_config(config: &ClipConfig, json: Option<&str>) -> Result<PreprocessConfig> {
+    let preprocess = match json {
+        Some(json) => PreprocessConfig::from_json(json, "preprocessor_config.json")?,
+        None => PreprocessConfig::clip(config.vision.image_size as u32),
+    };
+    if let Some((h, w)) = preprocess.output_size() {
+        let s = config.vision.image_size as u32;
+        if (h, w) != (s, s) {
+            return Err(Error::Config {
+                file: "preprocessor_config.json".into(),
+                reason: format!("produces {h}x{w} images but the vision tower expects {s}x{s}"),
+            });
+        }
+    }
+    Ok(preprocess)
+}
+
+/// Reads a converted model directory: `manifest.json`, the shards it lists, its tokenizer.
+#[cfg(not(target_family = "wasm"))]
+pub fn read_converted_dir(dir: &std::path::Path) -> Result<ConvertedFiles> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|source| Error::Io { path: dir.join(name).display().to_string(), source })
+    };
+    let manifest_json = String::from_utf8_lossy(&read("manifest.json")?).into_owned();
+    let manifest = Manifest::from_json(&manifest_json)?;
+    let plain = |name: &str| {
+        if name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(Error::Weights { file: name.into(), reason: "manifest.json may name only plain files".into() });
+        }
+        Ok(())
+    };
+    plain(&manifest.tokenizer)?;
+    let mut shards = std::collections::HashMap::new();
+    for shard in &manifest.shards {
+        plain(&shard.file)?;
+        shards.insert(shard.file.clone(), read(&shard.file)?);
+    }
+    Ok(ConvertedFiles { tokenizer_json: read(&manifest.tokenizer)?, manifest_json, shards })
 }
 
 #[cfg(not(target_family = "wasm"))]

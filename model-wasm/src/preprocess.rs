@@ -124,7 +124,7 @@ impl PreprocessConfig {
             }
         };
         let std = triple(raw.image_std, OPENAI_CLIP_STD, "image_std")?;
-        if std.iter().any(|s| *s == 0.0) {
+        if std.contains(&0.0) {
             return Err(bad("`image_std` contains 0".into()));
         }
         Ok(Self {

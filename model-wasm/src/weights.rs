@@ -63,43 +63,11 @@ pub struct Weights {
 impl Weights {
     /// Parse a `.safetensors` file's bytes. Integer tensors (`position_ids`) are skipped.
     pub fn from_safetensors(bytes: &[u8], file: &str) -> Result<Self> {
-        let bad = |reason: String| Error::Weights { file: file.to_string(), reason };
-        if bytes.len() < 8 {
-            return Err(bad(format!("{} bytes is too short for a safetensors file", bytes.len())));
-        }
-        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
-        let header_end = 8u64.checked_add(n).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
-            bad(format!("header claims {n} bytes but the file has {} (truncated?)", bytes.len()))
-        })? as usize;
-        let header: HashMap<String, serde_json::Value> =
-            serde_json::from_slice(&bytes[8..header_end]).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
-        let data = &bytes[header_end..];
         let mut tensors = HashMap::new();
-        for (name, info) in header {
-            if name == "__metadata__" {
-                continue;
-            }
-            #[derive(Deserialize)]
-            struct Info {
-                dtype: String,
-                shape: Vec<usize>,
-                data_offsets: [usize; 2],
-            }
-            let info: Info = serde_json::from_value(info).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-            let Some(dtype) = Dtype::from_safetensors(&info.dtype) else { continue };
-            let [start, end] = info.data_offsets;
-            let numel: usize = info.shape.iter().product();
-            if end < start || end > data.len() {
-                return Err(bad(format!(
-                    "tensor `{name}` spans bytes {start}..{end} of {} (truncated?)",
-                    data.len()
-                )));
-            }
-            if end - start != numel * dtype.size() {
-                return Err(bad(format!("tensor `{name}`: {} bytes for shape {:?}", end - start, info.shape)));
-            }
-            let data = data[start..end].chunks_exact(dtype.size()).map(|c| dtype.read_f32(c)).collect();
-            tensors.insert(name, HostTensor { shape: info.shape, data });
+        for (name, raw) in read_safetensors_raw(bytes, file)? {
+            let Some(dtype) = Dtype::from_safetensors(&raw.dtype) else { continue };
+            let data = raw.bytes.chunks_exact(dtype.size()).map(|c| dtype.read_f32(c)).collect();
+            tensors.insert(name, HostTensor { shape: raw.shape, data });
         }
         Ok(Self { tensors })
     }
@@ -159,29 +127,111 @@ impl Weights {
     }
 }
 
-/// Write tensors as a safetensors file (f32), e.g. for fixtures and converted weights.
-pub fn write_safetensors(tensors: &[(&str, &HostTensor)]) -> Vec<u8> {
+/// One entry of a safetensors file, borrowed: its dtype name, shape, and bytes with their
+/// absolute range in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensor<'a> {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub start: usize,
+    pub end: usize,
+    pub bytes: &'a [u8],
+}
+
+fn safetensors_dtype_size(dtype: &str) -> Option<usize> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+        "I16" | "U16" | "F16" | "BF16" => 2,
+        "I32" | "U32" | "F32" => 4,
+        "I64" | "U64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Parses a safetensors file's header and checks that every entry's byte range lies in the file
+/// and matches its dtype and shape.
+pub fn read_safetensors_raw<'a>(bytes: &'a [u8], file: &str) -> Result<HashMap<String, RawTensor<'a>>> {
+    let bad = |reason: String| Error::Weights { file: file.to_string(), reason };
+    if bytes.len() < 8 {
+        return Err(bad(format!("{} bytes is too short for a safetensors file", bytes.len())));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+    let header_end = 8u64.checked_add(n).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
+        bad(format!("header claims {n} bytes but the file has {} (truncated?)", bytes.len()))
+    })? as usize;
+    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..header_end])
+        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    let data = &bytes[header_end..];
+    let mut tensors = HashMap::new();
+    for (name, info) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        #[derive(Deserialize)]
+        struct Info {
+            dtype: String,
+            shape: Vec<usize>,
+            data_offsets: [usize; 2],
+        }
+        let info: Info = serde_json::from_value(info).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        let [start, end] = info.data_offsets;
+        if end < start || end > data.len() {
+            return Err(bad(format!("tensor `{name}` spans bytes {start}..{end} of {} (truncated?)", data.len())));
+        }
+        let size = safetensors_dtype_size(&info.dtype)
+            .ok_or_else(|| bad(format!("tensor `{name}` has unknown dtype {}", info.dtype)))?;
+        let numel = info.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if numel.and_then(|n| n.checked_mul(size)) != Some(end - start) {
+            return Err(bad(format!("tensor `{name}`: {} bytes for {} {:?}", end - start, info.dtype, info.shape)));
+        }
+        let raw = RawTensor {
+            dtype: info.dtype,
+            shape: info.shape,
+            start: header_end + start,
+            end: header_end + end,
+            bytes: &data[start..end],
+        };
+        tensors.insert(name, raw);
+    }
+    Ok(tensors)
+}
+
+/// Writes a safetensors file from `(key, dtype, shape, little-endian bytes)` entries, in order.
+/// Returns the file and each entry's absolute byte range in it.
+pub fn write_safetensors_raw(entries: &[(String, &str, Vec<usize>, Vec<u8>)]) -> (Vec<u8>, Vec<(usize, usize)>) {
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
-    for (name, t) in tensors {
-        let len = t.data.len() * 4;
+    for (name, dtype, shape, bytes) in entries {
         header.insert(
-            name.to_string(),
-            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + len]}),
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()]}),
         );
-        offset += len;
+        offset += bytes.len();
     }
     let mut h = serde_json::to_vec(&header).unwrap_or_default();
-    while (8 + h.len()) % 8 != 0 {
+    while !(8 + h.len()).is_multiple_of(8) {
         h.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + h.len() + offset);
+    let data_start = 8 + h.len();
+    let mut out = Vec::with_capacity(data_start + offset);
     out.extend((h.len() as u64).to_le_bytes());
     out.extend(h);
-    for (_, t) in tensors {
-        out.extend(t.data.iter().flat_map(|v| v.to_le_bytes()));
+    let mut ranges = Vec::with_capacity(entries.len());
+    for (_, _, _, bytes) in entries {
+        ranges.push((out.len(), out.len() + bytes.len()));
+        out.extend_from_slice(bytes);
     }
-    out
+    debug_assert_eq!(out.len(), data_start + offset);
+    (out, ranges)
+}
+
+/// Write tensors as a safetensors file (f32), e.g. for fixtures.
+pub fn write_safetensors(tensors: &[(&str, &HostTensor)]) -> Vec<u8> {
+    let entries: Vec<_> = tensors
+        .iter()
+        .map(|(name, t)| (name.to_string(), "F32", t.shape.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    write_safetensors_raw(&entries).0
 }
 
 #[cfg(test)]

@@ -1,7 +1,12 @@
 //! `weights-tool`: Obscura's native CLI for models.
 //!
-//! `weights-tool embed` embeds images and texts with a Hugging Face CLIP checkpoint, exactly as
-//! the browser does (same crate, same preprocessing), and prints JSON.
+//! - `embed`: embed images and texts with a Hugging Face CLIP checkpoint or a converted model,
+//!   exactly as the browser does (same crate, same preprocessing), and print JSON.
+//! - `convert`: checkpoint → manifest + sharded, checksummed f32/f16/q8/q4 weights.
+//! - `inspect`: what a converted directory holds, and whether its checksums hold.
+//! - `verify`: converted vs original embeddings (cosine, zero-shot agreement), with thresholds.
+
+mod convert;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,7 +18,7 @@ use model_wasm::{BackendChoice, Clip, Exif, Pixels};
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "weights-tool", version, about = "Obscura's model tool: embed images and texts natively")]
+#[command(name = "weights-tool", version, about = "Obscura's model tool: convert, inspect, verify and embed")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,12 +28,20 @@ struct Cli {
 enum Command {
     /// Embed images and texts; print L2-normalised embeddings and logits as JSON.
     Embed(EmbedArgs),
+    /// Convert a Hugging Face CLIP checkpoint into a manifest and sharded, checksummed,
+    /// optionally quantized weights.
+    Convert(convert::ConvertArgs),
+    /// Describe a converted model directory and check its shards' checksums.
+    Inspect(convert::InspectArgs),
+    /// Compare a converted model's embeddings with its original checkpoint's.
+    Verify(convert::VerifyArgs),
 }
 
 #[derive(clap::Args)]
 struct EmbedArgs {
-    /// Model directory: config.json, model.safetensors or pytorch_model.bin, tokenizer.json,
-    /// preprocessor_config.json.
+    /// Model directory: a Hugging Face checkpoint (config.json, model.safetensors or
+    /// pytorch_model.bin, tokenizer.json, preprocessor_config.json) or a converted model
+    /// (manifest.json).
     #[arg(long)]
     model: PathBuf,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
@@ -107,6 +120,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Embed(args) => pollster::block_on(embed(args)),
+        Command::Convert(args) => convert::convert(args),
+        Command::Inspect(args) => convert::inspect(args),
+        Command::Verify(args) => pollster::block_on(convert::verify(args)),
     }
 }
 
