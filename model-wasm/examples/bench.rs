@@ -1,9 +1,10 @@
 //! Encode-time benchmark: image and text encoders at batch 1, 8 and 32 on one backend.
 //!
-//!     cargo run --release -p model-wasm --example bench -- <model dir> <cpu|wgpu> [repeats]
+//!     cargo run --release -p model-wasm --example bench -- <model dir> <cpu|wgpu> [repeats] [batches]
 //!
-//! Prints one JSON line per (tower, batch): median and min ms per item over `repeats` runs after
-//! one warm-up. `bench/bench_clip.py` runs it beside PyTorch on the same weights.
+//! Prints the load time, then one JSON line per (tower, batch): median and min ms per item over
+//! `repeats` runs after one warm-up (`batches`: comma-separated, default 1,8,32).
+//! `bench/bench_clip.py` and `bench/bench_quant.py` run it beside PyTorch on the same weights.
 
 use std::time::Instant;
 
@@ -13,8 +14,16 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (dir, backend) = (args.get(1).expect("model dir"), args.get(2).map_or("cpu", String::as_str));
     let repeats: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(3);
+    let batches: Vec<usize> = args
+        .get(4)
+        .map_or("1,8,32", String::as_str)
+        .split(',')
+        .map(|b| b.parse().expect("batch sizes"))
+        .collect();
     let choice = if backend == "wgpu" { BackendChoice::Wgpu } else { BackendChoice::Cpu };
+    let start = Instant::now();
     let clip = pollster::block_on(Clip::load_dir(dir.as_ref(), choice)).expect("load");
+    println!("{{\"load_ms\": {:.0}}}", start.elapsed().as_secs_f64() * 1000.0);
     let s = clip.config.vision.image_size as u32;
     let pixel = |i: usize| Pixels {
         height: s,
@@ -23,7 +32,7 @@ fn main() {
     };
     // The longest text the context allows: the worst case for the text tower.
     let text = "an H&E image of ".repeat(30);
-    for batch in [1usize, 8, 32] {
+    for batch in batches {
         let pixels: Vec<Pixels> = (0..batch).map(pixel).collect();
         let texts: Vec<&str> = vec![text.as_str(); batch];
         let ids = clip.tokenizer.encode_batch(&texts).unwrap();
