@@ -102,8 +102,36 @@ pub struct Manifest {
     #[serde(default)]
     pub tokenizer_config: Option<serde_json::Value>,
     pub parameters: u64,
+    /// What the app shows and uses when offering the model.
+    #[serde(default)]
+    pub card: ModelCard,
     pub tensors: Vec<TensorEntry>,
     pub shards: Vec<ShardEntry>,
+}
+
+/// A model's description for the app's model picker (`weights-tool catalog` collects them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelCard {
+    /// Display name; empty means the manifest's `source`.
+    pub name: String,
+    /// e.g. `general`, `pathology`, `radiology`.
+    pub domain: String,
+    /// SPDX id or a short statement of the weights' licence.
+    pub license: String,
+    /// Zero-shot prompt templates, `{}` standing for the label.
+    pub templates: Vec<String>,
+}
+
+impl Default for ModelCard {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            domain: "general".into(),
+            license: "unknown".into(),
+            templates: vec!["a photo of {}.".into()],
+        }
+    }
 }
 
 impl Manifest {

@@ -33,7 +33,7 @@ pub use error::{Error, ImageProblem, Result};
 pub use preprocess::{Exif, Pixels, PreprocessConfig, Rgb8};
 pub use runtime::{BackendChoice, BackendInfo, BackendKind, Encoder};
 pub use tokenizer::ClipTokenizer;
-pub use converted::{Manifest, Scheme};
+pub use converted::{Manifest, ModelCard, Scheme};
 pub use weights::{HostTensor, Weights};
 
 /// The files of a Hugging Face CLIP checkpoint, as bytes (fetched in a browser or read from

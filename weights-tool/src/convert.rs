@@ -12,7 +12,7 @@ use model_wasm::converted::{
     quantize_q8, sha256_hex,
 };
 use model_wasm::weights::write_safetensors_raw;
-use model_wasm::{BackendChoice, Clip, ClipConfig, Exif, HostTensor, Manifest, Scheme, Weights};
+use model_wasm::{BackendChoice, Clip, ClipConfig, Exif, HostTensor, Manifest, ModelCard, Scheme, Weights};
 
 /// q4 block length: 16 values share one f16 scale (5 bits per weight). Chosen by measurement on
 /// the golden fixtures (tiny-gelu-eos49407, min cosine to fp32 over images / texts, uniform int4
@@ -56,6 +56,19 @@ pub struct ConvertArgs {
     /// Where the weights came from, for the manifest (default: the checkpoint directory's name).
     #[arg(long)]
     source: Option<String>,
+    /// Display name for the app's model picker (default: the source).
+    #[arg(long)]
+    name: Option<String>,
+    /// Domain shown in the model picker: general, pathology, radiology, …
+    #[arg(long, default_value = "general")]
+    domain: String,
+    /// Licence of the weights (SPDX id or a short statement).
+    #[arg(long, default_value = "unknown")]
+    license: String,
+    /// A zero-shot prompt template, `{}` standing for the label (repeatable; default
+    /// "a photo of {}.").
+    #[arg(long = "template")]
+    templates: Vec<String>,
     /// Print every tensor's scheme, size and quantization error.
     #[arg(long)]
     verbose: bool,
@@ -212,6 +225,12 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         tokenizer: "tokenizer.json".into(),
         tokenizer_config: json(&files.tokenizer_config_json),
         parameters: encoded.iter().map(|e| e.shape.iter().product::<usize>() as u64).sum(),
+        card: ModelCard {
+            name: args.name.clone().unwrap_or_default(),
+            domain: args.domain.clone(),
+            license: args.license.clone(),
+            templates: if args.templates.is_empty() { ModelCard::default().templates } else { args.templates.clone() },
+        },
         tensors,
         shards,
     };
@@ -393,4 +412,99 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct CatalogArgs {
+    /// Directory holding converted models (searched three levels deep for manifest.json);
+    /// catalog.json is written here, with paths relative to it.
+    dir: PathBuf,
+}
+
+/// One model of the catalog, with the dtypes it is available in.
+#[derive(serde::Serialize)]
+struct CatalogModel {
+    id: String,
+    name: String,
+    source: String,
+    domain: String,
+    license: String,
+    templates: Vec<String>,
+    variants: Vec<CatalogVariant>,
+}
+
+#[derive(serde::Serialize)]
+struct CatalogVariant {
+    dtype: String,
+    bytes: u64,
+    path: String,
+}
+
+pub fn catalog(args: CatalogArgs) -> anyhow::Result<ExitCode> {
+    let mut found = Vec::new();
+    find_manifests(&args.dir, 0, &mut found)?;
+    found.sort();
+    let mut models: BTreeMap<String, CatalogModel> = BTreeMap::new();
+    for path in &found {
+        let json = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let manifest = Manifest::from_json(&json).with_context(|| format!("{}", path.display()))?;
+        let dir = path.parent().expect("a file's directory");
+        let rel = dir.strip_prefix(&args.dir).unwrap_or(dir);
+        let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        let card = manifest.card.clone();
+        let name = if card.name.is_empty() { manifest.source.clone() } else { card.name.clone() };
+        let id: String = name
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect::<String>()
+            .split('-')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join("-");
+        let model = models.entry(id.clone()).or_insert_with(|| CatalogModel {
+            id,
+            name,
+            source: manifest.source.clone(),
+            domain: card.domain,
+            license: card.license,
+            templates: card.templates,
+            variants: Vec::new(),
+        });
+        model.variants.push(CatalogVariant { dtype: manifest.dtype.clone(), bytes: manifest.total_bytes(), path: rel });
+    }
+    if models.is_empty() {
+        bail!("no converted model (manifest.json) under {}", args.dir.display());
+    }
+    let order = |d: &str| ["f32", "f16", "q8", "q4"].iter().position(|x| *x == d).unwrap_or(9);
+    let models: Vec<CatalogModel> = models
+        .into_values()
+        .map(|mut m| {
+            m.variants.sort_by_key(|v| order(&v.dtype));
+            m
+        })
+        .collect();
+    let out = args.dir.join("catalog.json");
+    let json = serde_json::json!({ "format_version": 1, "models": models });
+    std::fs::write(&out, serde_json::to_string_pretty(&json)?)?;
+    println!("wrote {} ({} models, {} variants)", out.display(), models.len(), found.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn find_manifests(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let manifest = dir.join("manifest.json");
+    if manifest.is_file() {
+        out.push(manifest);
+        return Ok(());
+    }
+    if depth >= 3 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            find_manifests(&path, depth + 1, out)?;
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 //! - `convert`: checkpoint → manifest + sharded, checksummed f32/f16/q8/q4 weights.
 //! - `inspect`: what a converted directory holds, and whether its checksums hold.
 //! - `verify`: converted vs original embeddings (cosine, zero-shot agreement), with thresholds.
+//! - `catalog`: `catalog.json` for the app's model picker, from converted directories.
 
 mod convert;
 
@@ -35,6 +36,8 @@ enum Command {
     Inspect(convert::InspectArgs),
     /// Compare a converted model's embeddings with its original checkpoint's.
     Verify(convert::VerifyArgs),
+    /// Write catalog.json (the app's model picker) from the converted models under a directory.
+    Catalog(convert::CatalogArgs),
 }
 
 #[derive(clap::Args)]
@@ -123,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convert(args) => convert::convert(args),
         Command::Inspect(args) => convert::inspect(args),
         Command::Verify(args) => pollster::block_on(convert::verify(args)),
+        Command::Catalog(args) => convert::catalog(args),
     }
 }
 

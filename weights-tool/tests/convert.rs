@@ -300,3 +300,40 @@ fn verify_reports_fidelity_and_fails_below_thresholds() {
     assert!(stderr.contains("below the thresholds"), "{stderr}");
     std::fs::remove_dir_all(out).ok();
 }
+
+#[test]
+fn catalog_lists_models_and_their_dtypes() {
+    let model = golden().join("models/tiny-gelu-eos49407");
+    let root = scratch("catalog");
+    for dtype in ["q8", "f32"] {
+        let out = root.join("tiny").join(dtype);
+        let (o, stderr) = run(tool()
+            .arg("convert")
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .args(["--dtype", dtype, "--name", "Tiny CLIP", "--domain", "pathology", "--license", "MIT"])
+            .args(["--template", "an H&E image of {}."]));
+        assert!(o.status.success(), "{stderr}");
+    }
+    convert(&model, "q4", &root.join("other"));
+    let (o, stderr) = run(tool().arg("catalog").arg(&root));
+    assert!(o.status.success(), "{stderr}");
+    let catalog: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("catalog.json")).unwrap()).unwrap();
+    let models = catalog["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2, "{catalog}");
+    let tiny = models.iter().find(|m| m["id"] == "tiny-clip").unwrap();
+    assert_eq!(tiny["domain"], "pathology");
+    assert_eq!(tiny["license"], "MIT");
+    assert_eq!(tiny["templates"][0], "an H&E image of {}.");
+    let variants = tiny["variants"].as_array().unwrap();
+    assert_eq!((variants[0]["dtype"].as_str(), variants[0]["path"].as_str()), (Some("f32"), Some("tiny/f32")));
+    assert_eq!(variants[1]["dtype"], "q8");
+    assert!(variants[0]["bytes"].as_u64().unwrap() > 2 * variants[1]["bytes"].as_u64().unwrap());
+    let other = models.iter().find(|m| m["id"] == "tiny-gelu-eos49407").unwrap();
+    assert_eq!((other["domain"].as_str(), other["variants"][0]["path"].as_str()), (Some("general"), Some("other")));
+    let (o, _) = run(tool().arg("catalog").arg(root.join("tiny/q8/nothing-here")));
+    assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_dir_all(root).ok();
+}
