@@ -99,7 +99,8 @@ impl Index {
             return Err(corrupt(format!("dimension {dim} out of range")));
         }
         let mut config = Config {
-            exact_limit: r.usize()?,
+            // `usize::MAX` (never build graphs) written by a 64-bit build stays "never" on wasm32.
+            exact_limit: usize::try_from(r.u64()?).unwrap_or(usize::MAX),
             fresh_capacity: r.usize()?,
             merge_factor: r.usize()?,
             max_segment_len: r.usize()?,
