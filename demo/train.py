@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train Obscura's bundled demo model: a small CLIP on procedurally generated H&E-like tiles.
 
-Not run by CI (it needs torch). Seeded and CPU-only; about ten minutes on two cores. Reproduce:
+Not run by CI (it needs torch). Seeded and CPU-only: about 33 minutes on two (busy) cores, 6 of them drawing tiles. Reproduce:
 
     python3 -m venv /tmp/ref && /tmp/ref/bin/pip install torch transformers safetensors pillow numpy scipy
     /tmp/ref/bin/python demo/train.py
@@ -16,8 +16,9 @@ Writes:
                           held-out tiles
   public/samples/         the demo collection: 200 tiles, names that do not give the class away,
                           manifest.json with the true classes
-  tests/golden/demo.json  this model's (transformers') embeddings of the demo collection and of
-                          the nine class prompts, for the Rust tests
+  tests/golden/demo.json  this model's (transformers') embeddings of the demo collection, of two
+                          tiles per class saved losslessly (tests/golden/demo-png/) and of the nine
+                          class prompts, for the Rust tests
 """
 
 import json
@@ -140,6 +141,54 @@ def evaluate(model, tok, px, labels):
     return acc, wf1, rows
 
 
+def demo_collection(model, tok, proc):
+    """The demo collection and transformers' embeddings of it (also: `train.py --demo-only`)."""
+    # The demo collection: mixed classes, shuffled, names that do not give the class away.
+    demo_imgs, demo_y = tiles(SEED + 3, (DEMO_TILES + len(CLASSES) - 1) // len(CLASSES))
+    order = np.random.default_rng(SEED + 4).permutation(len(demo_imgs))[:DEMO_TILES]
+    if SAMPLES.exists():
+        shutil.rmtree(SAMPLES)
+    SAMPLES.mkdir(parents=True)
+    manifest, files = [], []
+    for k, i in enumerate(order):
+        name = f"tile-{k + 1:03d}.jpg"
+        # 4:4:4 (no chroma subsampling): JPEG decoders differ most in chroma upsampling, and the
+        # Rust tests compare embeddings of these very files with transformers' (PIL's libjpeg).
+        demo_imgs[i].save(SAMPLES / name, quality=90, subsampling=0, optimize=True)
+        manifest.append({"file": name, "class": CLASSES[demo_y[i]]})
+        files.append(SAMPLES / name)
+    (SAMPLES / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+    # Two tiles per class also losslessly (PNG): with no decoder difference in the way, the Rust
+    # model must reproduce these to cosine 0.99999.
+    lossless_dir = ROOT / "tests" / "golden" / "demo-png"
+    if lossless_dir.exists():
+        shutil.rmtree(lossless_dir)
+    lossless_dir.mkdir(parents=True)
+    lossless = []
+    for c in range(len(CLASSES)):
+        for i in [i for i in order if demo_y[i] == c][:2]:
+            name = f"{manifest[list(order).index(i)]['file'][:-4]}.png"
+            demo_imgs[i].save(lossless_dir / name, optimize=True)
+            lossless.append({"file": name, "class": CLASSES[c]})
+
+    # Reference embeddings from the saved files, decoded from disk as a user's files would be.
+    from PIL import Image
+
+    img = embed_images(model, pixels(proc, [Image.open(f) for f in files]))
+    img_png = embed_images(model, pixels(proc, [Image.open(lossless_dir / m["file"]) for m in lossless]))
+    prompts = [TEMPLATE.format(c) for c in CLASSES]
+    txt, ids = embed_texts(model, tok, prompts)
+    ref = {
+        "model": "demo/checkpoint",
+        "template": TEMPLATE,
+        "images": [{"file": m["file"], "class": m["class"], "embedding": e.tolist()} for m, e in zip(manifest, img)],
+        "lossless": [{"file": m["file"], "class": m["class"], "embedding": e.tolist()} for m, e in zip(lossless, img_png)],
+        "texts": [{"text": t, "input_ids": i.tolist(), "embedding": e.tolist()} for t, i, e in zip(prompts, ids, txt)],
+    }
+    (ROOT / "tests" / "golden" / "demo.json").write_text(json.dumps(ref) + "\n")
+
+
 def main():
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
@@ -151,7 +200,7 @@ def main():
     train_imgs, train_y = tiles(SEED, TRAIN_PER_CLASS)
     eval_imgs, eval_y = tiles(SEED + 1, EVAL_PER_CLASS)
     train_px, eval_px = pixels(proc, train_imgs), pixels(proc, eval_imgs)
-    print(f"tiles: {len(train_imgs)} train, {len(eval_imgs)} held out, {time.time() - t0:.0f}s")
+    print(f"tiles: {len(train_imgs)} train, {len(eval_imgs)} held out, {time.time() - t0:.0f}s", flush=True)
 
     model = CLIPModel(config())
     emb = model.text_model.embeddings.token_embedding.weight
@@ -193,7 +242,7 @@ def main():
             total += loss.item()
         acc, wf1, _ = evaluate(model, tok, eval_px, eval_y)
         n = len(order) // batch
-        print(f"epoch {epoch + 1:2}/{epochs} loss {total / n:.3f} zero-shot acc {acc:.3f} wF1 {wf1:.3f} ({time.time() - t0:.0f}s)")
+        print(f"epoch {epoch + 1:2}/{epochs} loss {total / n:.3f} zero-shot acc {acc:.3f} wF1 {wf1:.3f} ({time.time() - t0:.0f}s)", flush=True)
 
     # Tokens never seen in training kept their random initial rows: they carry nothing learned.
     # Zero them so the checkpoint compresses (the vocabulary and tokenizer stay the real CLIP ones).
@@ -230,36 +279,15 @@ def main():
     (ROOT / "demo" / "RESULTS.md").write_text("\n".join(report) + "\n")
     print("\n".join(report))
 
-    # The demo collection: mixed classes, shuffled, names that do not give the class away.
-    demo_imgs, demo_y = tiles(SEED + 3, (DEMO_TILES + len(CLASSES) - 1) // len(CLASSES))
-    order = np.random.default_rng(SEED + 4).permutation(len(demo_imgs))[:DEMO_TILES]
-    if SAMPLES.exists():
-        shutil.rmtree(SAMPLES)
-    SAMPLES.mkdir(parents=True)
-    manifest, files = [], []
-    for k, i in enumerate(order):
-        name = f"tile-{k + 1:03d}.jpg"
-        demo_imgs[i].save(SAMPLES / name, quality=90, optimize=True)
-        manifest.append({"file": name, "class": CLASSES[demo_y[i]]})
-        files.append(SAMPLES / name)
-    (SAMPLES / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-
-    # Reference embeddings from the saved files, decoded from disk as a user's files would be.
-    from PIL import Image
-
-    px = pixels(proc, [Image.open(f) for f in files])
-    img = embed_images(model, px)
-    prompts = [TEMPLATE.format(c) for c in CLASSES]
-    txt, ids = embed_texts(model, tok, prompts)
-    ref = {
-        "model": "demo/checkpoint",
-        "template": TEMPLATE,
-        "images": [{"file": m["file"], "class": m["class"], "embedding": e.tolist()} for m, e in zip(manifest, img)],
-        "texts": [{"text": t, "input_ids": i.tolist(), "embedding": e.tolist()} for t, i, e in zip(prompts, ids, txt)],
-    }
-    (ROOT / "tests" / "golden" / "demo.json").write_text(json.dumps(ref) + "\n")
+    demo_collection(model, tok, proc)
     print(f"done in {time.time() - t0:.0f}s")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--demo-only" in sys.argv:  # remake the collection and demo.json from the saved checkpoint
+        torch.set_num_threads(2)
+        demo_collection(CLIPModel.from_pretrained(OUT), AutoTokenizer.from_pretrained(OUT), processor())
+    else:
+        main()
