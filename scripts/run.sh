@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# The main job until the app lands: embed the bundled sample images and texts natively with
-# `weights-tool embed` and print their cosine similarities (GPU when there is one, else CPU).
-# The bundled model is a tiny *random-weight* CLIP from the golden fixtures until the trained
-# demo model ships, so the numbers show the pipeline working, not meaningful retrieval.
+# The main job: build the app (release) and serve it at http://127.0.0.1:8080 with the bundled
+# demo model and demo collection. Installs its build tools first (wasm32 target, wasm-bindgen-cli,
+# trunk). `dist/` is then a plain directory of static files, deployable anywhere.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-model=${OBSCURA_MODEL:-tests/golden/models/tiny-gelu-eos49407}
-cargo run -q -p weights-tool -- embed --model "$model" --format table \
-  --image tests/golden/images \
-  --text "an H&E image of adipose tissue." --text "an H&E image of lymphocytes." \
-  --text "a photo of a cat" "$@"
+OBSCURA_SETUP=run source scripts/setup.sh
+echo "Obscura: building the app; it will be served at http://127.0.0.1:${PORT:-8080}/"
+exec trunk serve --release --port "${PORT:-8080}" "$@"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test: native (CPU backend and wgpu on Vulkan/lavapipe, golden comparisons with
-# transformers, CLI; the index's property and recall tests), then the wasm32 builds: the index
-# under Node, the model in headless Chromium (WebGPU on SwiftShader and the CPU backend). One dev
-# profile (dependencies and the index at opt-level 3) for everything.
+# transformers, the demo model, CLI; the index's property and recall tests), then the wasm32
+# builds: the index under Node, the model in headless Chromium (WebGPU on SwiftShader and the CPU
+# backend), and the app itself driven in Chromium, once on WebGPU and once without it. One dev
+# profile (dependencies and the index at opt-level 3) for everything, the app's build included.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
@@ -20,4 +21,14 @@ export CHROMEDRIVER=/usr/bin/chromedriver
 export WASM_BINDGEN_TEST_TIMEOUT=600
 # wasm-bindgen-test-runner reads model-wasm/webdriver.json (Chromium's WebGPU flags).
 cargo test -p model-wasm --target wasm32-unknown-unknown --test web
+echo "== the app in headless Chromium (trunk build, then WebGPU on SwiftShader and the CPU fallback)"
+trunk build
+mkdir -p target/browser
+classes=$(sed -n 's/.*"class": "\(.*\)".*/\1/p' public/samples/manifest.json | sort -u)
+texts=()
+while IFS= read -r c; do texts+=(--text "an H&E image of $c."); done <<< "$classes"
+cargo run -q -p weights-tool -- embed --model public/models/demo --backend cpu --image public/samples \
+  "${texts[@]}" > target/browser/native.json
+node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend webgpu
+node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend cpu
 echo "all tests passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,158 @@
+// The app in headless Chromium, driven as a user would: load the demo model, add the demo
+// collection (plus broken files) through the file input, search each class, click a result for
+// similar images. Checked against the truth in public/samples/manifest.json and against the
+// scores `weights-tool embed` computes natively for the same model (|Δ| ≤ 1e-4).
+//
+// A network recorder fails the run if any request leaves the app's origin, is not a GET, or
+// carries a body (image bytes, thumbnails or embeddings would have to).
+//
+//   node tests/browser/app.test.mjs --dist dist --native native.json --backend webgpu|cpu
+//
+// `--backend webgpu` starts Chromium with WebGPU on SwiftShader; `cpu` starts it without WebGPU,
+// so the app must fall back to its CPU backend and say so.
+
+import { createServer } from "node:http";
+import { readFile, mkdtemp, writeFile, readdir } from "node:fs/promises";
+import { join, extname, resolve, normalize } from "node:path";
+import { tmpdir } from "node:os";
+import { chromium } from "playwright-core";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
+);
+const root = resolve(new URL("../..", import.meta.url).pathname);
+const dist = resolve(args.dist ?? join(root, "dist"));
+const backend = args.backend ?? "webgpu";
+const native = JSON.parse(await readFile(args.native, "utf8"));
+const samples = join(root, "public", "samples");
+const manifest = JSON.parse(await readFile(join(samples, "manifest.json"), "utf8"));
+const truth = Object.fromEntries(manifest.map((m) => [m.file, m.class]));
+const CLASSES = [...new Set(manifest.map((m) => m.class))];
+
+let failures = 0;
+function check(ok, what) {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  if (!ok) failures++;
+}
+
+// ---------------------------------------------------------------- a plain static server
+const MIME = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".json": "application/json", ".jpg": "image/jpeg", ".png": "image/png" };
+const served = [];
+const server = createServer(async (req, res) => {
+  served.push({ method: req.method, url: req.url });
+  const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^\/+/, "");
+  const file = join(dist, path === "" ? "index.html" : path);
+  if (!file.startsWith(dist)) return res.writeHead(403).end();
+  try {
+    const body = await readFile(file);
+    res.writeHead(200, { "content-type": MIME[extname(file)] ?? "application/octet-stream" }).end(body);
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const origin = `http://127.0.0.1:${server.address().port}`;
+
+// ---------------------------------------------------------------- the browser
+const flags = [
+  "--no-sandbox", "--disable-gpu-sandbox", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+const webgpu = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader"];
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: backend === "webgpu" ? [...flags, ...webgpu] : [...flags, "--disable-features=WebGPU"],
+});
+const context = await browser.newContext();
+const requests = [];
+context.on("request", (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0 }));
+const page = await context.newPage();
+page.on("console", (m) => m.type() === "error" && console.log(`  [page] ${m.text()}`));
+page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
+page.on("crash", () => console.log("  [page crashed]"));
+page.on("worker", (w) => w.on("close", () => console.log("  [worker closed]")));
+
+const started = Date.now();
+try {
+  await page.goto(origin + "/");
+  const badge = page.getByTestId("backend");
+  await page.waitForFunction(() => /webgpu|cpu/.test(document.querySelector('[data-testid="backend"]')?.textContent ?? ""), null, { timeout: 600_000 });
+  const badgeText = await badge.textContent();
+  check(badgeText.startsWith(backend), `backend badge says ${backend}: "${badgeText}"`);
+  const firstModel = (Date.now() - started) / 1000;
+
+  // The demo collection plus files that must be skipped and listed, not abort the batch.
+  const junk = await mkdtemp(join(tmpdir(), "obscura-junk-"));
+  const firstJpeg = await readFile(join(samples, manifest[0].file));
+  await writeFile(join(junk, "truncated.jpg"), firstJpeg.subarray(0, 600));
+  await writeFile(join(junk, "notes.txt"), "not an image\n");
+  await writeFile(join(junk, "empty.png"), "");
+  await writeFile(join(junk, "copy-of-first.jpg"), firstJpeg);
+  const files = (await readdir(samples)).filter((f) => f.endsWith(".jpg")).sort().map((f) => join(samples, f));
+  const t0 = Date.now();
+  await page.getByTestId("file-input").setInputFiles([...files, ...["truncated.jpg", "notes.txt", "empty.png", "copy-of-first.jpg"].map((f) => join(junk, f))]);
+  const ticker = setInterval(async () => {
+    const p = await page.locator(".drop .progress").textContent().catch(() => null);
+    if (p) console.log(`  … ${p.trim()}`);
+  }, 20_000);
+  await page
+    .waitForFunction((n) => document.querySelector('[data-testid="image-count"]')?.textContent === String(n) && !document.querySelector("progress"), files.length, { timeout: 900_000 })
+    .finally(() => clearInterval(ticker));
+  const indexSeconds = (Date.now() - t0) / 1000;
+  check(true, `indexed ${files.length} images in ${indexSeconds.toFixed(1)} s (${(files.length / indexSeconds).toFixed(1)} images/s)`);
+  const skipped = await page.$$eval('[data-testid="skipped"]', (els) => els.map((e) => e.getAttribute("data-file") + ": " + e.textContent));
+  for (const name of ["truncated.jpg", "notes.txt", "empty.png", "copy-of-first.jpg"]) {
+    check(skipped.some((s) => s.startsWith(name + ":")), `${name} is listed as skipped: ${skipped.find((s) => s.startsWith(name)) ?? "missing"}`);
+  }
+
+  // Text search, one query per class: mostly that class on top, scores equal to native.
+  const nativeScore = (file, text) => {
+    const img = native.images.find((i) => i.path.endsWith("/" + file));
+    const txt = native.texts.find((t) => t.text === text);
+    return img.embedding.reduce((s, x, k) => s + x * txt.embedding[k], 0);
+  };
+  let worstDelta = 0;
+  for (const cls of CLASSES) {
+    const text = `an H&E image of ${cls}.`;
+    await page.getByTestId("search-input").fill(cls);
+    await page.getByTestId("search-input").press("Enter");
+    await page.waitForFunction((t) => document.querySelector(".results h2")?.textContent === `“${t}”`, text);
+    const top = await page.$$eval('[data-testid="result"]', (els) => els.slice(0, 10).map((e) => [e.dataset.file, Number(e.dataset.score)]));
+    const hits = top.filter(([f]) => truth[f] === cls).length;
+    check(top.length === 10 && hits >= 8, `"${cls}": ${hits}/10 of the top results are ${cls}`);
+    for (const [f, s] of top) worstDelta = Math.max(worstDelta, Math.abs(s - nativeScore(f, text)));
+  }
+  check(worstDelta <= 1e-4, `scores equal weights-tool embed's (max |Δ| ${worstDelta.toExponential(2)})`);
+
+  // Click a result: its most similar images, itself excluded, mostly of its class.
+  const [clicked] = await page.$$eval('[data-testid="result"]', (els) => els.slice(0, 1).map((e) => e.dataset.file));
+  await page.locator(`[data-testid="result"][data-file="${clicked}"] button`).click();
+  await page.waitForFunction((f) => document.querySelector(".results h2")?.textContent === `Similar to ${f}`, clicked);
+  const similar = await page.$$eval('[data-testid="result"]', (els) => els.slice(0, 10).map((e) => e.dataset.file));
+  check(!similar.includes(clicked), "the clicked image is not its own neighbour");
+  const same = similar.filter((f) => truth[f] === truth[clicked]).length;
+  check(same >= 8, `similar to ${clicked} (${truth[clicked]}): ${same}/10 of the same class`);
+
+  console.log(`time to a usable model ${firstModel.toFixed(1)} s; total ${((Date.now() - started) / 1000).toFixed(1)} s`);
+} catch (e) {
+  check(false, `the run finished: ${e.message}`);
+  await page.screenshot({ path: join(tmpdir(), `obscura-${backend}.png`) }).catch(() => {});
+} finally {
+  // ---------------------------------------------------------------- privacy
+  const foreign = requests.filter((r) => !(r.url.startsWith(origin + "/") || r.url.startsWith("blob:" + origin) || r.url.startsWith("data:")));
+  check(foreign.length === 0, `every request stays on ${origin}${foreign.length ? ": " + foreign.map((r) => r.url).join(", ") : ""}`);
+  const carrying = requests.filter((r) => r.method !== "GET" || r.body > 0);
+  check(carrying.length === 0, `no request sends data (${requests.length} requests, all GET without a body)`);
+  const leaked = served.filter((r) => r.method !== "GET" || /\.(jpg|png)$/.test(r.url) && !r.url.includes("/models/"));
+  check(leaked.length === 0, `the server saw no uploads or image fetches: ${leaked.map((r) => r.url).join(", ")}`);
+  const bytes = served.length;
+  console.log(`${bytes} requests served`);
+  await browser.close();
+  server.close();
+}
+if (failures) {
+  console.log(`${failures} check(s) failed`);
+  process.exit(1);
+}
+console.log("all checks passed");
