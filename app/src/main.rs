@@ -318,7 +318,8 @@ mod ui {
                 </label>
                 <span class="badge" data-testid="backend" title=move || backend.get().map(|b| b.1).unwrap_or_default()>
                     {move || match backend.get() {
-                        Some((b, detail)) => format!("{} · {detail}", b.label()),
+                        // The short reason; the whole of it is in the title.
+                        Some((b, detail)) => format!("{} · {}", b.label(), detail.split(" (").next().unwrap_or_default()),
                         None => "loading".into(),
                     }}
                 </span>

@@ -190,6 +190,11 @@ pub fn decode(bytes: &[u8], name: &str, exif: Exif) -> Result<Rgb8> {
     if reader.format().is_none() {
         return Err(refuse(ImageProblem::UnknownFormat));
     }
+    // The JPEG decoder fills a cut-off scan with grey and succeeds; Pillow refuses such a file
+    // ("image file is truncated"), and so do we: half an image would be searched as a whole one.
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(refuse(ImageProblem::Corrupt("the JPEG data ends before its end-of-image marker".into())));
+    }
     let mut decoder = reader.into_decoder().map_err(|e| refuse(classify(e)))?;
     let (width, height) = decoder.dimensions();
     if width as u64 * height as u64 > MAX_PIXELS {
@@ -208,6 +213,16 @@ pub fn decode(bytes: &[u8], name: &str, exif: Exif) -> Result<Rgb8> {
         img.apply_orientation(o);
     }
     to_rgb8(img).map_err(|why| refuse(ImageProblem::Unsupported(why)))
+}
+
+/// Whether the last start-of-scan marker (`FF DA`) is followed by an end-of-image marker
+/// (`FF D9`). Trailing bytes after the EOI (some cameras append data) are fine.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 fn classify(e: image::ImageError) -> ImageProblem {
@@ -482,6 +497,21 @@ pub fn load_pixels(bytes: &[u8], name: &str, exif: Exif, config: &PreprocessConf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncated_jpeg_scans_are_refused() {
+        let mut jpeg = Vec::new();
+        let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&img).unwrap();
+        assert!(decode(&jpeg, "whole.jpg", Exif::Apply).is_ok());
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"camera trailer");
+        assert!(decode(&trailing, "trailer.jpg", Exif::Apply).is_ok(), "bytes after the EOI are fine");
+        for cut in [jpeg.len() - 2, jpeg.len() * 2 / 3, 700] {
+            let err = decode(&jpeg[..cut], "cut.jpg", Exif::Apply).unwrap_err().to_string();
+            assert!(err.contains("cut.jpg") && err.contains("end-of-image"), "{err}");
+        }
+    }
 
     #[test]
     fn long_edge_is_floored() {

@@ -71,7 +71,10 @@ const page = await context.newPage();
 page.on("console", (m) => m.type() === "error" && console.log(`  [page] ${m.text()}`));
 page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
 page.on("crash", () => console.log("  [page crashed]"));
-page.on("worker", (w) => w.on("close", () => console.log("  [worker closed]")));
+page.on("worker", (w) => {
+  w.on("console", (m) => m.type() === "error" && console.log(`  [worker] ${m.text()}`));
+  w.on("close", () => console.log("  [worker closed]"));
+});
 
 const started = Date.now();
 try {
