@@ -18,7 +18,7 @@ fn main() {
 #[cfg(target_arch = "wasm32")]
 mod worker {
     use std::cell::{Cell, RefCell};
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashMap;
     use std::rc::Rc;
 
     use app::{Backend, Event, Hit, MAX_FILE_BYTES, Query, Request};
@@ -37,16 +37,12 @@ mod worker {
     const BATCH: usize = 8;
     const THUMB: u32 = 160;
 
-    struct Item {
-        name: String,
-        embedding: Vec<f32>,
-    }
-
     #[derive(Default)]
     struct State {
         clip: Option<Rc<Clip>>,
         index: Option<Index>,
-        items: HashMap<u64, Item>,
+        /// Each indexed image's embedding (image → image search starts from it).
+        items: HashMap<u64, Vec<f32>>,
         hashes: HashMap<[u8; 32], String>,
         next_id: u64,
         cancel: Cell<bool>,
@@ -229,7 +225,12 @@ mod worker {
             .map_err(|e| e.to_string())?;
         let info = clip.backend().clone();
         let (backend, detail) = match info.kind {
-            BackendKind::Wgpu => (Backend::Webgpu, info.adapter.unwrap_or_else(|| "WebGPU".into())),
+            BackendKind::Wgpu => {
+                // Browsers often hide the adapter's name: wgpu then reports " (BrowserWebGpu)".
+                let name = info.adapter.unwrap_or_default();
+                let name = name.trim();
+                (Backend::Webgpu, if name.is_empty() || name.starts_with('(') { "WebGPU".into() } else { name.to_string() })
+            }
             _ => (Backend::Cpu, info.fallback_reason.unwrap_or_else(|| "CPU backend".into())),
         };
         let dim = clip.config.projection_dim;
@@ -372,7 +373,7 @@ mod worker {
                     if let Some(Err(e)) = inserted {
                         web_sys::console::error_1(&format!("index insert: {e}").into());
                     }
-                    s.items.insert(id, Item { name: p.name.clone(), embedding });
+                    s.items.insert(id, embedding);
                     id
                 });
                 let thumb = Uint8Array::from(&p.thumb[..]);
@@ -417,7 +418,7 @@ mod worker {
 
     fn similar(id: u64, limit: usize) -> Result<(), String> {
         let vector = STATE
-            .with(|s| s.borrow().items.get(&id).map(|i| i.embedding.clone()))
+            .with(|s| s.borrow().items.get(&id).cloned())
             .ok_or_else(|| format!("no image with id {id}"))?;
         search(Query::Similar { id }, &vector, limit, Some(id))
     }
@@ -429,10 +430,5 @@ mod worker {
         let pixels = clip.pixels(&bytes, &name, Exif::Apply).map_err(|e| format!("{name}: {e}"))?;
         let emb = clip.embed_images(&[pixels]).await.map_err(|e| e.to_string())?;
         search(Query::Image { name }, &emb[0], limit, None)
-    }
-
-    #[allow(dead_code)]
-    fn names() -> HashSet<String> {
-        STATE.with(|s| s.borrow().items.values().map(|i| i.name.clone()).collect())
     }
 }
