@@ -60,14 +60,14 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
+/// Decodes and preprocesses the reference's files from `dir`, as a user's files would be.
+fn decode_all(clip: &Clip, dir: &Path, images: &[RefImage]) -> Vec<model_wasm::Pixels> {
+    images.iter().map(|i| clip.pixels(&std::fs::read(dir.join(&i.file)).unwrap(), &i.file, Exif::Apply).unwrap()).collect()
+}
+
 /// Embeds every demo tile (decoded from its file) and the reference prompts.
 fn embed_collection(clip: &Clip, r: &Reference) -> (Vec<Vec<u32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let samples = root().join("public/samples");
-    let pixels: Vec<_> = r
-        .images
-        .iter()
-        .map(|i| clip.pixels(&std::fs::read(samples.join(&i.file)).unwrap(), &i.file, Exif::Apply).unwrap())
-        .collect();
+    let pixels = decode_all(clip, &root().join("public/samples"), &r.images);
     let mut images = Vec::new();
     for chunk in pixels.chunks(32) {
         images.extend(pollster::block_on(clip.embed_images(chunk)).unwrap());
@@ -121,12 +121,7 @@ fn rust_model_reproduces_transformers_on_the_demo_collection() {
     }
     let jpeg = worst_cosine(&images, r.images.iter().map(|i| i.embedding.clone()));
     let txt = worst_cosine(&texts, r.texts.iter().map(|t| t.embedding.clone()));
-    let dir = root().join("tests/golden/demo-png");
-    let pixels: Vec<_> = r
-        .lossless
-        .iter()
-        .map(|i| clip.pixels(&std::fs::read(dir.join(&i.file)).unwrap(), &i.file, Exif::Apply).unwrap())
-        .collect();
+    let pixels = decode_all(&clip, &root().join("tests/golden/demo-png"), &r.lossless);
     let lossless = pollster::block_on(clip.embed_images(&pixels)).unwrap();
     let png = worst_cosine(&lossless, r.lossless.iter().map(|i| i.embedding.clone()));
     eprintln!(
