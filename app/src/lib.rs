@@ -10,6 +10,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod collection;
+#[cfg(target_arch = "wasm32")]
+pub mod opfs;
+
 /// UI → worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -29,6 +33,17 @@ pub enum Request {
     QueryImage { name: String, limit: usize },
     /// Delete every model file this app has cached.
     ClearModels,
+    /// Zero-shot classification of every indexed image against `labels`, each put into
+    /// `template` (`{}` stands for the label) when there is one.
+    Classify { labels: Vec<String>, template: Option<String> },
+    /// Remove these images from the collection (and from its stored copy).
+    Remove { ids: Vec<u64> },
+    /// Remove every image of the current model's collection.
+    ClearCollection,
+    /// Send the collection as one file (an [`Event::Exported`] with the bytes after it).
+    Export,
+    /// Add the images of the collection file that follows (from an export).
+    Import { name: String },
 }
 
 /// Worker → UI.
@@ -42,8 +57,13 @@ pub enum Event {
     /// The model is verified and loaded.
     ModelReady { base: String, backend: Backend, detail: String, dim: usize, millis: f64 },
     ModelFailed { base: String, message: String },
-    /// One image indexed; its JPEG thumbnail follows the header.
-    Added { id: u64, name: String },
+    /// Images now in the collection (just indexed, imported, or restored from this browser's
+    /// storage); their JPEG thumbnails follow the header, in the same order.
+    Added { items: Vec<Item>, restored: bool },
+    /// Images no longer in the collection.
+    Removed { ids: Vec<u64> },
+    /// The stored collection of the loaded model has been read (`count` images).
+    Restored { count: usize, dropped_tail: bool },
     /// A file that was not indexed, and why (unsupported, corrupt, empty, duplicate, too large).
     Skipped { name: String, reason: String },
     /// Progress of the current `Add`.
@@ -54,6 +74,14 @@ pub enum Event {
     Results { query: Query, hits: Vec<Hit> },
     /// Cached model bytes after `ClearModels`.
     ModelsCleared,
+    /// Zero-shot labels for every image.
+    Classified { labels: Vec<String>, rows: Vec<Classification> },
+    /// The collection file follows the header as bytes.
+    Exported { file_name: String, count: usize },
+    /// An import is done.
+    Imported { name: String, added: usize, duplicates: usize },
+    /// The encoder failed on the GPU and the model was reloaded on the CPU; nothing was lost.
+    BackendChanged { backend: Backend, detail: String },
     /// A request failed as a whole (one bad file never does: see `Skipped`).
     Error { message: String },
 }
@@ -80,6 +108,74 @@ pub enum Query {
     Text { text: String },
     Similar { id: u64 },
     Image { name: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub id: u64,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    pub id: u64,
+    /// Index into the labels of the best one.
+    pub label: usize,
+    /// Its probability (softmax over the labels of the model's logits).
+    pub confidence: f32,
+    /// Every label's probability, in label order.
+    pub probs: Vec<f32>,
+}
+
+/// Zero-shot probabilities of one image over the labels: `softmax(exp(logit_scale) · cos)`, as
+/// CLIP's `logits_per_image.softmax(-1)`. Returns the best label and every probability.
+pub fn zero_shot(image: &[f32], labels: &[Vec<f32>], logit_scale: f32) -> (usize, Vec<f32>) {
+    let scale = logit_scale.exp();
+    let logits: Vec<f32> = labels.iter().map(|t| scale * image.iter().zip(t).map(|(a, b)| a * b).sum::<f32>()).collect();
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    let probs: Vec<f32> = exps.iter().map(|e| e / sum).collect();
+    let best = probs.iter().enumerate().fold(0, |b, (i, p)| if *p > probs[b] { i } else { b });
+    (best, probs)
+}
+
+/// Labels typed one per line: trimmed, blank lines and repeats dropped.
+pub fn parse_labels(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.iter().any(|o| o == l) {
+            out.push(l.to_string());
+        }
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    // Quote what needs it, and defuse spreadsheet formulas (a file named "=cmd|..." stays text).
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
+}
+
+/// The classification as CSV: file name, label, confidence, then one column per label.
+pub fn classification_csv(labels: &[String], rows: &[(String, &Classification)]) -> String {
+    let mut out = String::from("file,label,confidence");
+    for l in labels {
+        out.push(',');
+        out.push_str(&csv_field(&format!("p({l})")));
+    }
+    out.push('\n');
+    for (name, c) in rows {
+        out.push_str(&csv_field(name));
+        out.push(',');
+        out.push_str(&csv_field(&labels[c.label]));
+        out.push_str(&format!(",{:.6}", c.confidence));
+        for p in &c.probs {
+            out.push_str(&format!(",{p:.6}"));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,6 +279,24 @@ mod tests {
         assert_eq!(human_bytes(3_400_000), "3.4 MB");
         assert_eq!(human_bytes(950), "950 B");
         assert_eq!(human_seconds(65.2), "1 min 05 s");
+    }
+
+    #[test]
+    fn zero_shot_is_clips_softmax() {
+        let labels = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
+        let (best, p) = zero_shot(&[0.6, 0.8], &labels, 100f32.ln());
+        assert_eq!(best, 1);
+        // softmax([60, 80])
+        assert!((p[1] - 1.0 / (1.0 + (-20f32).exp())).abs() < 1e-6 && (p[0] + p[1] - 1.0).abs() < 1e-6);
+        assert_eq!(parse_labels(" tumour \n\nmucus\ntumour\n"), vec!["tumour", "mucus"]);
+    }
+
+    #[test]
+    fn csv_quotes_and_defuses() {
+        let labels = vec!["a, b".to_string(), "c".to_string()];
+        let c = Classification { id: 0, label: 1, confidence: 0.75, probs: vec![0.25, 0.75] };
+        let csv = classification_csv(&labels, &[("=x\"y.png".into(), &c)]);
+        assert_eq!(csv, "file,label,confidence,\"p(a, b)\",p(c)\n\"'=x\"\"y.png\",c,0.750000,0.250000,0.750000\n");
     }
 
     #[test]

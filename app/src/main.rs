@@ -19,17 +19,33 @@ mod files;
 mod ui {
     use std::collections::HashMap;
 
-    use app::{Backend, Catalog, Event, Hit, Query, Request, apply_template, human_bytes, human_seconds};
+    use app::{
+        Backend, Catalog, Classification, Event, Hit, Query, Request, apply_template, classification_csv, human_bytes,
+        human_seconds, parse_labels,
+    };
     use js_sys::{Array, Uint8Array};
     use leptos::prelude::*;
     use wasm_bindgen::JsCast;
     use wasm_bindgen::prelude::*;
     use wasm_bindgen_futures::{JsFuture, spawn_local};
-    use web_sys::{Blob, BlobPropertyBag, DragEvent, File, HtmlInputElement, KeyboardEvent, MessageEvent, Url, Worker};
+    use web_sys::{
+        Blob, BlobPropertyBag, DragEvent, Element, File, HtmlAnchorElement, HtmlElement, HtmlInputElement, KeyboardEvent,
+        MessageEvent, Url, Worker,
+    };
 
     use crate::files;
 
     const PAGE: usize = 24;
+    /// Gallery cells: a square thumbnail and the gap after it, in CSS pixels.
+    const CELL: f64 = 120.0;
+    const PITCH: f64 = 128.0;
+
+    /// Labels of the last classification, and each image's.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Classes {
+        labels: Vec<String>,
+        rows: HashMap<u64, Classification>,
+    }
 
     #[derive(Clone, Debug, PartialEq)]
     struct Thumb {
@@ -65,6 +81,50 @@ mod ui {
             .unwrap_or_default()
     }
 
+    /// Saves `blob` as `name` through the browser's download (no network involved).
+    fn download(blob: &Blob, name: &str) {
+        let Ok(url) = Url::create_object_url_with_blob(blob) else { return };
+        let a: Option<HtmlAnchorElement> =
+            web_sys::window().and_then(|w| w.document()).and_then(|d| d.create_element("a").ok()).map(JsCast::unchecked_into);
+        if let Some(a) = a {
+            a.set_href(&url);
+            a.set_download(name);
+            a.click();
+        }
+        set_timeout(move || Url::revoke_object_url(&url).unwrap_or_default(), std::time::Duration::from_secs(10));
+    }
+
+    /// Arrow keys move the focus through a grid of buttons (results or gallery).
+    fn grid_keys(ev: &KeyboardEvent) {
+        let step: i32 = match ev.key().as_str() {
+            "ArrowRight" => 1,
+            "ArrowLeft" => -1,
+            "ArrowDown" | "ArrowUp" => 0,
+            _ => return,
+        };
+        let Some(item) = ev.target().and_then(|t| t.dyn_into::<Element>().ok()).and_then(|e| e.closest("li").ok().flatten())
+        else {
+            return;
+        };
+        let Some(list) = item.parent_element() else { return };
+        let items = list.children();
+        let n = items.length() as i32;
+        let here = (0..n).find(|&i| items.item(i as u32).as_ref() == Some(&item)).unwrap_or(0);
+        let columns = {
+            let w = (item.client_width() as f64).max(1.0);
+            ((list.client_width() as f64 + 8.0) / (w + 8.0)).floor().max(1.0) as i32
+        };
+        let to = match ev.key().as_str() {
+            "ArrowDown" => here + columns,
+            "ArrowUp" => here - columns,
+            _ => here + step,
+        };
+        if let Some(button) = items.item(to.clamp(0, n - 1) as u32).and_then(|li| li.query_selector("button").ok().flatten()) {
+            ev.prevent_default();
+            let _ = button.unchecked_into::<HtmlElement>().focus();
+        }
+    }
+
     async fn fetch_catalog() -> Result<Catalog, String> {
         let window = web_sys::window().ok_or("no window")?;
         let resp: web_sys::Response = JsFuture::from(window.fetch_with_str("models/catalog.json"))
@@ -89,7 +149,7 @@ mod ui {
         let catalog = RwSignal::new(None::<Catalog>);
         let model = RwSignal::new(None::<String>); // id of the chosen catalog model
         let loaded = RwSignal::new(None::<String>); // base of the model loaded in the worker
-        let download = RwSignal::new(None::<(u64, u64, u64)>);
+        let download_progress = RwSignal::new(None::<(u64, u64, u64)>);
         let backend = RwSignal::new(None::<(Backend, String)>);
         let status = RwSignal::new(String::from("Starting…"));
         let error = RwSignal::new(None::<String>);
@@ -107,6 +167,12 @@ mod ui {
         let viewer = RwSignal::new(None::<u64>);
         let storage = RwSignal::new(None::<u64>);
         let booted = RwSignal::new(false);
+        let classes = RwSignal::new(None::<Classes>);
+        let label_filter = RwSignal::new(None::<usize>);
+        let labels_text = RwSignal::new(String::new());
+        let class_template = RwSignal::new(None::<String>); // None: the model's template
+        let scroll_top = RwSignal::new(0.0f64);
+        let gallery_size = RwSignal::new((960.0f64, 560.0f64));
 
         // `webkitdirectory` makes the picker choose folders; the view macro has no name for it.
         let folder_input = NodeRef::<leptos::html::Input>::new();
@@ -115,13 +181,37 @@ mod ui {
                 let _ = el.set_attribute("webkitdirectory", "");
             }
         });
+        let gallery = NodeRef::<leptos::html::Div>::new();
+        let measure = move || {
+            if let Some(el) = gallery.get_untracked() {
+                gallery_size.set((el.client_width() as f64, el.client_height() as f64));
+                scroll_top.set(el.scroll_top() as f64);
+            }
+        };
+        Effect::new(move |_| {
+            if gallery.get().is_some() {
+                measure();
+            }
+        });
+        let _ = window_event_listener(leptos::ev::resize, move |_| measure());
 
         let worker = Worker::new("./worker_loader.js").expect("the worker script is part of the app");
         let worker = StoredValue::new_local(worker);
+        let send_request = move |request: &Request, files: &[File]| worker.with_value(|w| send(w, request, files));
 
         let template = move || {
             let id = model.get()?;
             catalog.with(|c| c.as_ref()?.models.iter().find(|m| m.id == id)?.templates.first().cloned())
+        };
+
+        let forget_thumbs = move || {
+            thumbs.with_untracked(|t| t.iter().for_each(|t| Url::revoke_object_url(&t.url).unwrap_or_default()));
+            thumbs.set(Vec::new());
+            by_id.update_value(HashMap::clear);
+            results.set(None);
+            classes.set(None);
+            label_filter.set(None);
+            viewer.set(None);
         };
 
         let load_model = move || {
@@ -135,17 +225,12 @@ mod ui {
             if loaded.get_untracked().as_deref() == Some(base.as_str()) || !booted.get_untracked() {
                 return;
             }
-            if !thumbs.with_untracked(Vec::is_empty) {
-                // Embeddings of two models never mix: switching starts a new collection.
-                thumbs.with_untracked(|t| t.iter().for_each(|t| Url::revoke_object_url(&t.url).unwrap_or_default()));
-                thumbs.set(Vec::new());
-                by_id.update_value(HashMap::clear);
-                results.set(None);
-            }
+            // Each model has its own collection: the worker restores this model's after loading.
+            forget_thumbs();
             loaded.set(Some(base.clone()));
             backend.set(None);
             status.set(format!("Loading {id}…"));
-            worker.with_value(|w| send(w, &Request::Load { base }, &[]));
+            send_request(&Request::Load { base }, &[]);
         };
 
         let search_now = move |extra: usize| {
@@ -157,7 +242,7 @@ mod ui {
             limit.set(extra);
             let request = Request::Search { text, limit: extra };
             last_query.set_value(Some(request.clone()));
-            worker.with_value(|w| send(w, &request, &[]));
+            send_request(&request, &[]);
         };
 
         let similar = move |id: u64| {
@@ -165,7 +250,7 @@ mod ui {
             limit.set(PAGE);
             let request = Request::Similar { id, limit: PAGE };
             last_query.set_value(Some(request.clone()));
-            worker.with_value(|w| send(w, &request, &[]));
+            send_request(&request, &[]);
         };
 
         let show_more = move |_| {
@@ -177,14 +262,16 @@ mod ui {
                 _ => return,
             };
             last_query.set_value(Some(request.clone()));
-            worker.with_value(|w| send(w, &request, &[]));
+            send_request(&request, &[]);
         };
+
+        let model_ready = move || loaded.get_untracked().is_some() && backend.get_untracked().is_some();
 
         let add_files = move |list: Vec<(String, File)>| {
             if list.is_empty() {
                 return;
             }
-            if loaded.get_untracked().is_none() || backend.get_untracked().is_none() {
+            if !model_ready() {
                 error.set(Some("The model is still loading: add images when it is ready.".into()));
                 return;
             }
@@ -192,7 +279,28 @@ mod ui {
             skipped.set(Vec::new());
             adding.set(true);
             progress.set(Some(Progress { done: 0, total: files.len(), per_second: 0.0 }));
-            worker.with_value(|w| send(w, &Request::Add { names }, &files));
+            send_request(&Request::Add { names }, &files);
+        };
+
+        let classify = move || {
+            let labels = parse_labels(&labels_text.get_untracked());
+            let template = class_template.get_untracked().or_else(template).filter(|t| !t.trim().is_empty());
+            label_filter.set(None);
+            status.set(format!("Classifying {} images against {} labels…", thumbs.with_untracked(Vec::len), labels.len()));
+            send_request(&Request::Classify { labels, template }, &[]);
+        };
+
+        let export_csv = move |_| {
+            let Some(c) = classes.get_untracked() else { return };
+            let rows: Vec<(String, &Classification)> = thumbs.with_untracked(|t| {
+                t.iter().filter_map(|t| c.rows.get(&t.id).map(|r| (t.name.clone(), r))).collect()
+            });
+            let csv = classification_csv(&c.labels, &rows);
+            let opts = BlobPropertyBag::new();
+            opts.set_type("text/csv");
+            if let Ok(blob) = Blob::new_with_str_sequence_and_options(&Array::of1(&JsValue::from_str(&csv)), &opts) {
+                download(&blob, "obscura-classification.csv");
+            }
         };
 
         // Worker events → signals.
@@ -204,25 +312,78 @@ mod ui {
                     booted.set(true);
                     load_model();
                 }
-                Event::Download { loaded, total, cached } => download.set(Some((loaded, total, cached))),
+                Event::Download { loaded, total, cached } => download_progress.set(Some((loaded, total, cached))),
                 Event::ModelReady { backend: b, detail, millis, .. } => {
                     backend.set(Some((b, detail)));
-                    download.set(None);
+                    download_progress.set(None);
                     status.set(format!("Model ready in {}", human_seconds(millis / 1000.0)));
                     spawn_local(async move { storage.set(storage_used().await) });
                 }
                 Event::ModelFailed { base, message } => {
                     loaded.set(None);
-                    download.set(None);
+                    download_progress.set(None);
                     error.set(Some(format!("Could not load {base}: {message}")));
                     status.set("No model loaded".into());
                 }
-                Event::Added { id, name } => {
-                    let url = data.get(1).dyn_into::<Uint8Array>().map(|b| blob_url(&b, "image/jpeg")).unwrap_or_default();
+                Event::BackendChanged { backend: b, detail } => {
+                    error.set(Some(format!("Moved to the {} backend: {detail}. The collection is unchanged.", b.label())));
+                    backend.set(Some((b, detail)));
+                }
+                Event::Restored { count, dropped_tail } => {
+                    if count > 0 {
+                        status.set(format!("{count} images restored from this browser's storage"));
+                    }
+                    if dropped_tail {
+                        error.set(Some("The last images being added when the tab closed were not saved; add them again.".into()));
+                    }
+                }
+                Event::Added { items, restored: _ } => {
+                    let new: Vec<Thumb> = items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, item)| {
+                            let url = data
+                                .get(k as u32 + 1)
+                                .dyn_into::<Uint8Array>()
+                                .map(|b| blob_url(&b, "image/jpeg"))
+                                .unwrap_or_default();
+                            Thumb { id: item.id, name: item.name, url }
+                        })
+                        .collect();
                     by_id.update_value(|m| {
-                        m.insert(id, (name.clone(), url.clone()));
+                        for t in &new {
+                            m.insert(t.id, (t.name.clone(), t.url.clone()));
+                        }
                     });
-                    thumbs.update(|t| t.push(Thumb { id, name, url }));
+                    thumbs.update(|t| t.extend(new));
+                }
+                Event::Removed { ids } => {
+                    let gone: std::collections::HashSet<u64> = ids.into_iter().collect();
+                    thumbs.update(|t| {
+                        t.retain(|t| {
+                            let keep = !gone.contains(&t.id);
+                            if !keep {
+                                Url::revoke_object_url(&t.url).unwrap_or_default();
+                            }
+                            keep
+                        })
+                    });
+                    by_id.update_value(|m| m.retain(|id, _| !gone.contains(id)));
+                    classes.update(|c| {
+                        if let Some(c) = c {
+                            c.rows.retain(|id, _| !gone.contains(id));
+                        }
+                    });
+                    results.update(|r| {
+                        if let Some((_, hits)) = r {
+                            hits.retain(|h| !gone.contains(&h.id));
+                        }
+                    });
+                    if viewer.get_untracked().is_some_and(|v| gone.contains(&v)) {
+                        viewer.set(None);
+                    }
+                    status.set(format!("{} images removed", gone.len()));
+                    spawn_local(async move { storage.set(storage_used().await) });
                 }
                 Event::Skipped { name, reason } => skipped.update(|s| s.push((name, reason))),
                 Event::Indexing { done, total, per_second } => progress.set(Some(Progress { done, total, per_second })),
@@ -236,8 +397,30 @@ mod ui {
                         human_seconds(seconds),
                         if n > 0 { format!(", {n} skipped") } else { String::new() }
                     ));
+                    spawn_local(async move { storage.set(storage_used().await) });
                 }
                 Event::Results { query, hits } => results.set(Some((query, hits))),
+                Event::Classified { labels, rows } => {
+                    status.set(format!("Classified {} images", rows.len()));
+                    classes.set(Some(Classes { labels, rows: rows.into_iter().map(|r| (r.id, r)).collect() }));
+                }
+                Event::Exported { file_name, count } => {
+                    if let Ok(bytes) = data.get(1).dyn_into::<Uint8Array>() {
+                        let opts = BlobPropertyBag::new();
+                        opts.set_type("application/octet-stream");
+                        if let Ok(blob) = Blob::new_with_u8_array_sequence_and_options(&Array::of1(&bytes), &opts) {
+                            download(&blob, &file_name);
+                            status.set(format!("Exported {count} images to {file_name}"));
+                        }
+                    }
+                }
+                Event::Imported { name, added, duplicates } => {
+                    status.set(format!(
+                        "Imported {added} images from {name}{}",
+                        if duplicates > 0 { format!(" ({duplicates} already here)") } else { String::new() }
+                    ));
+                    spawn_local(async move { storage.set(storage_used().await) });
+                }
                 Event::ModelsCleared => {
                     status.set("Downloaded models cleared".into());
                     spawn_local(async move { storage.set(storage_used().await) });
@@ -265,6 +448,18 @@ mod ui {
             add_files(list);
             input.set_value("");
         };
+        let on_import = move |ev: leptos::ev::Event| {
+            let input: HtmlInputElement = event_target(&ev);
+            if let Some(file) = input.files().and_then(|l| l.get(0)) {
+                if model_ready() {
+                    status.set(format!("Importing {}…", file.name()));
+                    send_request(&Request::Import { name: file.name() }, &[file]);
+                } else {
+                    error.set(Some("The model is still loading: import when it is ready.".into()));
+                }
+            }
+            input.set_value("");
+        };
         let on_drop = move |ev: DragEvent| {
             ev.prevent_default();
             let Some(dt) = ev.data_transfer() else { return };
@@ -277,12 +472,26 @@ mod ui {
             let Some(file) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) else { return };
             let request = Request::QueryImage { name: file.name(), limit: PAGE };
             last_query.set_value(None);
-            worker.with_value(|w| send(w, &request, &[file]));
+            send_request(&request, &[file]);
         };
-        let on_keydown = move |ev: KeyboardEvent| match ev.key().as_str() {
-            "Enter" => search_now(PAGE),
-            "Escape" => viewer.set(None),
-            _ => {}
+        let on_keydown = move |ev: KeyboardEvent| {
+            if ev.key() == "Enter" {
+                search_now(PAGE)
+            }
+        };
+        let _ = window_event_listener(leptos::ev::keydown, move |ev| {
+            if ev.key() == "Escape" {
+                viewer.set(None);
+            }
+        });
+        let clear_all = move |_| {
+            let n = thumbs.with_untracked(Vec::len);
+            let sure = web_sys::window()
+                .and_then(|w| w.confirm_with_message(&format!("Remove all {n} images from this browser? Export first to keep them.")).ok())
+                .unwrap_or(false);
+            if sure {
+                send_request(&Request::ClearCollection, &[]);
+            }
         };
 
         let result_items = move || {
@@ -300,6 +509,37 @@ mod ui {
                 Query::Image { name } => format!("Similar to {name} (not added)"),
             };
             Some((title, shown, hits.len()))
+        };
+
+        // The gallery shows the filtered collection, rendering only the rows in view.
+        let filtered = Memo::new(move |_| {
+            let filter = label_filter.get();
+            classes.with(|c| {
+                thumbs.with(|t| match (filter, c) {
+                    (Some(l), Some(c)) => t.iter().filter(|t| c.rows.get(&t.id).is_some_and(|r| r.label == l)).cloned().collect(),
+                    _ => t.clone(),
+                })
+            })
+        });
+        let columns = move || ((gallery_size.get().0 + PITCH - CELL) / PITCH).floor().max(1.0) as usize;
+        let window = move || {
+            let cols = columns();
+            let n = filtered.with(Vec::len);
+            let rows = n.div_ceil(cols);
+            let first = ((scroll_top.get() / PITCH).floor() as usize).saturating_sub(2).min(rows);
+            let last = (first + (gallery_size.get().1 / PITCH).ceil() as usize + 5).min(rows);
+            (first, last, rows, cols)
+        };
+        let visible = move || {
+            let (first, last, _, cols) = window();
+            filtered.with(|t| t[(first * cols).min(t.len())..(last * cols).min(t.len())].to_vec())
+        };
+        let label_of = move |id: u64| {
+            classes.with(|c| {
+                let c = c.as_ref()?;
+                let r = c.rows.get(&id)?;
+                Some(format!("{} {:.0}%", c.labels[r.label], 100.0 * r.confidence))
+            })
         };
 
         view! {
@@ -325,9 +565,9 @@ mod ui {
                 </span>
             </header>
             <main>
-                <p class="status" role="status">
+                <p class="status" role="status" data-testid="status">
                     {move || status.get()}
-                    {move || download.get().map(|(l, t, c)| {
+                    {move || download_progress.get().map(|(l, t, c)| {
                         let pct = if t > 0 { 100.0 * l as f64 / t as f64 } else { 0.0 };
                         view! {
                             <span class="progress">
@@ -358,7 +598,7 @@ mod ui {
                             <p class="progress">
                                 <progress max=p.total.to_string() value=p.done.to_string()></progress>
                                 {format!(" {} of {} · {:.1} images/s · {} left ", p.done, p.total, p.per_second, human_seconds(left))}
-                                <button on:click=move |_| worker.with_value(|w| send(w, &Request::Cancel, &[]))>"Cancel"</button>
+                                <button on:click=move |_| send_request(&Request::Cancel, &[])>"Cancel"</button>
                             </p>
                         }
                     })}
@@ -385,10 +625,22 @@ mod ui {
                         {move || format!(" {:.2}", threshold.get())}
                     </label>
                 </section>
+                {move || viewer.get().and_then(|id| by_id.with_value(|m| m.get(&id).cloned()).map(|(name, url)| view! {
+                    <aside class="viewer" data-testid="viewer" aria-label="Selected image">
+                        <img src=url alt=name.clone()/>
+                        <div>
+                            <h2>{name.clone()}</h2>
+                            <p>{move || label_of(id).unwrap_or_default()}</p>
+                            <p class="muted">"The thumbnail kept in this browser; the original file is not stored."</p>
+                            <button data-testid="remove" on:click=move |_| send_request(&Request::Remove { ids: vec![id] }, &[])>"Remove from collection"</button>
+                            " "<button on:click=move |_| viewer.set(None)>"Close (Esc)"</button>
+                        </div>
+                    </aside>
+                }))}
                 {move || result_items().map(|(title, shown, n)| view! {
                     <section class="results">
                         <h2>{title}</h2>
-                        <ol class="grid">
+                        <ol class="grid" on:keydown=move |ev| grid_keys(&ev)>
                             {shown.into_iter().map(|(h, name, url)| view! {
                                 <li data-testid="result" data-file=name.clone() data-score=h.score.to_string()>
                                     <button on:click=move |_| similar(h.id) title=format!("{name}: find similar")>
@@ -402,23 +654,81 @@ mod ui {
                         {(n >= limit.get_untracked()).then(|| view! { <button on:click=show_more>"Show more"</button> })}
                     </section>
                 })}
+                <section class="classify">
+                    <h2>"Zero-shot classification"</h2>
+                    <div class="classify-form">
+                        <textarea data-testid="classify-labels" rows="4" placeholder="One label per line, e.g.\ntumour\nstroma\nlymphocytes"
+                            prop:value=move || labels_text.get() on:input=move |ev| labels_text.set(event_target_value(&ev))></textarea>
+                        <label>"Template "
+                            <input type="text" data-testid="classify-template"
+                                prop:value=move || class_template.get().or_else(template).unwrap_or_default()
+                                on:input=move |ev| class_template.set(Some(event_target_value(&ev)))/>
+                        </label>
+                        <button data-testid="classify-run" on:click=move |_| classify()>"Classify"</button>
+                    </div>
+                    {move || classes.get().map(|c| {
+                        let mut counts = vec![0usize; c.labels.len()];
+                        for r in c.rows.values() { counts[r.label] += 1; }
+                        let total = c.rows.len().max(1);
+                        let stale = thumbs.with(Vec::len) != c.rows.len();
+                        view! {
+                            <ul class="bars">
+                                {c.labels.iter().cloned().enumerate().map(|(i, l)| {
+                                    let n = counts[i];
+                                    view! {
+                                        <li>
+                                            <button data-testid="label-bar" data-label=l.clone() data-count=n.to_string()
+                                                aria-pressed=move || (label_filter.get() == Some(i)).to_string()
+                                                on:click=move |_| label_filter.update(|f| *f = if *f == Some(i) { None } else { Some(i) })
+                                                title="Show only these images in the collection">
+                                                <span class="bar-label">{l.clone()}</span>
+                                                <meter min="0" max=total.to_string() value=n.to_string()></meter>
+                                                <span class="bar-count">{n}</span>
+                                            </button>
+                                        </li>
+                                    }
+                                }).collect_view()}
+                            </ul>
+                            <p>
+                                <button data-testid="export-csv" on:click=export_csv>"Export CSV"</button>
+                                {stale.then_some(" The collection changed since: classify again to include every image.")}
+                            </p>
+                        }
+                    })}
+                </section>
                 <section class="collection">
-                    <h2>"Collection: " <span data-testid="image-count">{move || thumbs.with(Vec::len)}</span>" images"</h2>
-                    <ul class="grid">
-                        <For each=move || thumbs.get() key=|t| t.id let:t>
-                            <li data-testid="item" data-file=t.name.clone()>
-                                <button on:click=move |_| similar(t.id) title=format!("{}: find similar", t.name)>
-                                    <img src=t.url.clone() alt=t.name.clone() loading="lazy"/>
-                                </button>
-                            </li>
-                        </For>
-                    </ul>
+                    <h2>"Collection: " <span data-testid="image-count">{move || thumbs.with(Vec::len)}</span>" images"
+                        {move || label_filter.get().and_then(|l| classes.with(|c| c.as_ref().map(|c| format!(" · showing {} ({})", c.labels[l], filtered.with(Vec::len)))))}
+                    </h2>
+                    <p class="toolbar">
+                        <button data-testid="export" on:click=move |_| send_request(&Request::Export, &[])>"Export collection"</button>
+                        " "<label class="button">"Import collection"
+                            <input type="file" accept=".obscura" data-testid="import-input" on:change=on_import/>
+                        </label>
+                        " "<button data-testid="clear-all" on:click=clear_all>"Remove all images"</button>
+                    </p>
+                    <div class="gallery" node_ref=gallery on:scroll=move |_| measure()>
+                        <div class="gallery-space" style:height=move || format!("{}px", window().2 as f64 * PITCH)>
+                            <ul class="grid fixed" on:keydown=move |ev| grid_keys(&ev)
+                                style:transform=move || format!("translateY({}px)", window().0 as f64 * PITCH)
+                                style:grid-template-columns=move || format!("repeat({}, {CELL}px)", columns())>
+                                <For each=visible key=|t| t.id let:t>
+                                    <li data-testid="item" data-file=t.name.clone()>
+                                        <button on:click=move |_| similar(t.id) title=format!("{}: find similar", t.name)>
+                                            <img src=t.url.clone() alt=t.name.clone()/>
+                                        </button>
+                                        {move || label_of(t.id).map(|l| view! { <span class="name">{l}</span> })}
+                                    </li>
+                                </For>
+                            </ul>
+                        </div>
+                    </div>
                 </section>
             </main>
             <footer>
-                <p>"Images, thumbnails and embeddings are computed and kept in this tab; nothing is uploaded. The only network requests fetch the app and the model's weights, from this site."</p>
+                <p>"Images, thumbnails and embeddings are computed and kept in this browser (its private storage for this site); nothing is uploaded. The only network requests fetch the app and the model's weights, from this site."</p>
                 <p>{move || storage.get().map(|s| format!("Storage used by this site: {}. ", human_bytes(s)))}
-                    <button on:click=move |_| { loaded.set(None); worker.with_value(|w| send(w, &Request::ClearModels, &[])) }>"Clear downloaded models"</button>
+                    <button on:click=move |_| { loaded.set(None); send_request(&Request::ClearModels, &[]) }>"Clear downloaded models"</button>
                 </p>
             </footer>
         }

@@ -1,6 +1,9 @@
 // The app in headless Chromium, driven as a user would: load the demo model, add the demo
 // collection (plus broken files) through the file input, search each class, click a result for
-// similar images. Checked against the truth in public/samples/manifest.json and against the
+// similar images, classify zero-shot and export the CSV, filter by label, remove an image, reload
+// (the collection must come back from the browser's storage), export, clear, import (same
+// results), refuse a damaged import, and reload in the middle of indexing (only the images in
+// flight may be lost). Checked against the truth in public/samples/manifest.json and against the
 // scores `weights-tool embed` computes natively for the same model (|Δ| ≤ 1e-4).
 //
 // A network recorder fails the run if any request leaves the app's origin, is not a GET, or
@@ -136,6 +139,94 @@ try {
   check(!similar.includes(clicked), "the clicked image is not its own neighbour");
   const same = similar.filter((f) => truth[f] === truth[clicked]).length;
   check(same >= 8, `similar to ${clicked} (${truth[clicked]}): ${same}/10 of the same class`);
+
+  // ---------------------------------------------------------------- zero-shot classification
+  await page.getByTestId("classify-labels").fill(CLASSES.join("\n"));
+  check((await page.getByTestId("classify-template").inputValue()) === "an H&E image of {}.", "the template defaults to the model's");
+  await page.getByTestId("classify-run").click();
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="label-bar"]').length === n, CLASSES.length);
+  const counts = await page.$$eval('[data-testid="label-bar"]', (els) => els.map((e) => Number(e.dataset.count)));
+  check(counts.reduce((a, b) => a + b, 0) === files.length, `every image has a label (${counts.join(", ")})`);
+  const [csvDownload] = await Promise.all([page.waitForEvent("download"), page.getByTestId("export-csv").click()]);
+  const csv = (await readFile(await csvDownload.path(), "utf8")).trim().split("\n").map((l) => l.split(","));
+  check(csv[0].join(",") === ["file", "label", "confidence", ...CLASSES.map((c) => `p(${c})`)].join(","), `CSV header: ${csv[0].join(",")}`);
+  const rows = csv.slice(1);
+  const correct = rows.filter((r) => truth[r[0]] === r[1]).length;
+  check(rows.length === files.length && correct / rows.length >= 0.9, `CSV: ${rows.length} rows, ${correct} labelled with their true class`);
+  // Probabilities equal the softmax of the native logits (same prompts, same order).
+  let worstP = 0;
+  for (const r of rows) {
+    const i = native.images.findIndex((x) => x.path.endsWith("/" + r[0]));
+    const logits = CLASSES.map((c) => native.logits_per_image[i][native.texts.findIndex((t) => t.text === `an H&E image of ${c}.`)]);
+    const m = Math.max(...logits);
+    const e = logits.map((l) => Math.exp(l - m));
+    const sum = e.reduce((a, b) => a + b, 0);
+    e.forEach((x, k) => (worstP = Math.max(worstP, Math.abs(x / sum - Number(r[3 + k])))));
+  }
+  check(worstP <= 1e-4, `CSV probabilities equal the native softmax (max |Δ| ${worstP.toExponential(2)})`);
+  const label = rows[0][1];
+  await page.locator(`[data-testid="label-bar"][data-label="${label}"]`).click();
+  await page.waitForFunction((l) => document.querySelector(".collection h2")?.textContent.includes(`showing ${l}`), label);
+  const shownFiles = await page.$$eval('[data-testid="item"]', (els) => els.map((e) => e.dataset.file));
+  const labelled = new Set(rows.filter((r) => r[1] === label).map((r) => r[0]));
+  check(shownFiles.length > 0 && shownFiles.every((f) => labelled.has(f)), `filtering by "${label}" shows only those images (${shownFiles.length})`);
+  await page.locator(`[data-testid="label-bar"][data-label="${label}"]`).click();
+
+  // ---------------------------------------------------------------- a virtualised gallery
+  const rendered = await page.$$eval('[data-testid="item"]', (els) => els.length);
+  check(rendered > 0 && rendered < files.length, `the gallery renders only the rows in view (${rendered} of ${files.length})`);
+  await page.locator(".gallery").evaluate((g) => g.scrollTo(0, g.scrollHeight));
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="item"]')].some((e) => e.dataset.file === "tile-199.jpg"));
+  check(true, "scrolling the gallery to the end shows its last image");
+
+  // ---------------------------------------------------------------- remove, reload, export, clear, import
+  const removed = "tile-199.jpg";
+  await page.locator(`[data-testid="item"][data-file="${removed}"] button`).click();
+  await page.getByTestId("remove").click();
+  const n = files.length - 1;
+  await page.waitForFunction((n) => document.querySelector('[data-testid="image-count"]')?.textContent === String(n), n);
+  const query = async (text) => {
+    await page.getByTestId("search-input").fill(text);
+    await page.getByTestId("search-input").press("Enter");
+    await page.waitForFunction((t) => document.querySelector(".results h2")?.textContent === `“an H&E image of ${t}.”`, text);
+    return page.$$eval('[data-testid="result"]', (els) => els.map((e) => `${e.dataset.file}=${e.dataset.score}`).join(" "));
+  };
+  const before = await query("tumour epithelium");
+  check(!before.includes(removed + "="), "a removed image is no longer found");
+
+  await page.reload();
+  await page.waitForFunction((n) => document.querySelector('[data-testid="image-count"]')?.textContent === String(n), n, { timeout: 120_000 });
+  check(true, `after a reload the collection is back from the browser's storage (${n} images)`);
+  check((await query("tumour epithelium")) === before, "and searches give the same results and scores");
+
+  const [exported] = await Promise.all([page.waitForEvent("download"), page.getByTestId("export").click()]);
+  const exportPath = join(junk, exported.suggestedFilename());
+  await exported.saveAs(exportPath);
+  check(exported.suggestedFilename().endsWith(".obscura"), `exported ${exported.suggestedFilename()}`);
+  page.once("dialog", (d) => d.accept());
+  await page.getByTestId("clear-all").click();
+  await page.waitForFunction(() => document.querySelector('[data-testid="image-count"]')?.textContent === "0");
+  const exportedBytes = await readFile(exportPath);
+  await writeFile(join(junk, "damaged.obscura"), exportedBytes.subarray(0, exportedBytes.length - 100));
+  await page.getByTestId("import-input").setInputFiles(join(junk, "damaged.obscura"));
+  await page.waitForFunction(() => document.querySelector('[role="alert"]')?.textContent.includes("damaged"));
+  check((await page.getByTestId("image-count").textContent()) === "0", `a damaged export is refused whole: ${(await page.locator('[role="alert"]').textContent()).replace("dismiss", "").trim()}`);
+  await page.getByTestId("import-input").setInputFiles(exportPath);
+  await page.waitForFunction((n) => document.querySelector('[data-testid="image-count"]')?.textContent === String(n), n);
+  check((await query("tumour epithelium")) === before, `after clear and import: ${n} images, same results and scores`);
+
+  // ---------------------------------------------------------------- a reload in the middle of indexing
+  page.once("dialog", (d) => d.accept());
+  await page.getByTestId("clear-all").click();
+  await page.waitForFunction(() => document.querySelector('[data-testid="image-count"]')?.textContent === "0");
+  await page.getByTestId("file-input").setInputFiles(files);
+  await page.waitForFunction(() => Number(document.querySelector('[data-testid="image-count"]')?.textContent) >= 24, null, { timeout: 300_000 });
+  const shown = Number(await page.getByTestId("image-count").textContent());
+  await page.reload();
+  await page.waitForFunction(() => /restored|Model ready/.test(document.querySelector('[data-testid="status"]')?.textContent ?? "") && Number(document.querySelector('[data-testid="image-count"]')?.textContent) > 0, null, { timeout: 120_000 });
+  await page.waitForTimeout(500);
+  const kept = Number(await page.getByTestId("image-count").textContent());
+  check(kept >= shown && kept <= files.length, `reloaded while indexing: ${kept} images kept (${shown} were shown before the reload)`);
 
   console.log(`time to a usable model ${firstModel.toFixed(1)} s; total ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {

@@ -18,12 +18,14 @@ fn main() {
 #[cfg(target_arch = "wasm32")]
 mod worker {
     use std::cell::{Cell, RefCell};
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
     use std::rc::Rc;
 
-    use app::{Backend, Event, Hit, MAX_FILE_BYTES, Query, Request};
+    use app::collection::{self, Header};
+    use app::{Backend, Classification, Event, Hit, Item, MAX_FILE_BYTES, Query, Request};
     use index::Index;
     use js_sys::{Array, Promise, Uint8Array};
+    use app::opfs;
     use model_wasm::{BackendChoice, BackendKind, Clip, ConvertedFiles, Exif, Pixels, converted, preprocess};
     use sha2::{Digest, Sha256};
     use wasm_bindgen::prelude::*;
@@ -37,14 +39,24 @@ mod worker {
     const BATCH: usize = 8;
     const THUMB: u32 = 160;
 
+    /// What the worker keeps of an indexed image (its thumbnail lives only in the stored file).
+    struct Entry {
+        hash: [u8; 32],
+        embedding: Vec<f32>,
+    }
+
     #[derive(Default)]
     struct State {
         clip: Option<Rc<Clip>>,
+        /// `models/...` path of the loaded model, and the sha256 of its manifest (hex).
+        base: String,
+        manifest_sha256: String,
         index: Option<Index>,
-        /// Each indexed image's embedding (image → image search starts from it).
-        items: HashMap<u64, Vec<f32>>,
+        /// The indexed images by id; ids only grow, so this is insertion order.
+        items: BTreeMap<u64, Entry>,
         hashes: HashMap<[u8; 32], String>,
         next_id: u64,
+        store: Option<opfs::File>,
         cancel: Cell<bool>,
         adding: Cell<bool>,
     }
@@ -109,6 +121,11 @@ mod worker {
             Request::Similar { id, limit } => similar(id, limit),
             Request::QueryImage { name, limit } => query_image(files, name, limit).await,
             Request::ClearModels => clear_models().await,
+            Request::Classify { labels, template } => classify(labels, template).await,
+            Request::Remove { ids } => remove(ids).await,
+            Request::ClearCollection => clear_collection().await,
+            Request::Export => export().await,
+            Request::Import { name } => import(files, name).await,
             Request::Cancel => Ok(()),
         };
         if let Err(message) = result {
@@ -180,12 +197,13 @@ mod worker {
         }
     }
 
-    async fn load(base: &str) -> Result<(), String> {
-        let started = js_sys::Date::now();
-        let base = base.trim_end_matches('/');
+    /// Downloads (or takes from the cache) and verifies the model's files, and builds the model
+    /// on `choice`. Returns it with the sha256 of its manifest.
+    async fn fetch_model(base: &str, choice: BackendChoice) -> Result<(Clip, String), String> {
         let cache = cache().await?;
-        let manifest_json = String::from_utf8(small_file(&cache, &format!("{base}/manifest.json")).await?)
-            .map_err(|_| format!("{base}/manifest.json is not UTF-8"))?;
+        let manifest_bytes = small_file(&cache, &format!("{base}/manifest.json")).await?;
+        let manifest_sha256 = collection::hex(&Sha256::digest(&manifest_bytes));
+        let manifest_json = String::from_utf8(manifest_bytes).map_err(|_| format!("{base}/manifest.json is not UTF-8"))?;
         let manifest = converted::Manifest::from_json(&manifest_json).map_err(|e| e.to_string())?;
         let total: u64 = manifest.shards.iter().map(|s| s.bytes).sum();
         let tokenizer_json = small_file(&cache, &format!("{base}/{}", manifest.tokenizer)).await?;
@@ -219,12 +237,15 @@ mod worker {
             shards.insert(shard.file.clone(), bytes);
         }
         post(&Event::Download { loaded: total, total, cached: from_cache });
-
-        let clip = Clip::from_converted(ConvertedFiles { manifest_json, tokenizer_json, shards }, BackendChoice::Auto)
+        let clip = Clip::from_converted(ConvertedFiles { manifest_json, tokenizer_json, shards }, choice)
             .await
             .map_err(|e| e.to_string())?;
+        Ok((clip, manifest_sha256))
+    }
+
+    fn describe(clip: &Clip) -> (Backend, String) {
         let info = clip.backend().clone();
-        let (backend, detail) = match info.kind {
+        match info.kind {
             BackendKind::Wgpu => {
                 // Browsers often hide the adapter's name: wgpu then reports " (BrowserWebGpu)".
                 let name = info.adapter.unwrap_or_default();
@@ -232,18 +253,188 @@ mod worker {
                 (Backend::Webgpu, if name.is_empty() || name.starts_with('(') { "WebGPU".into() } else { name.to_string() })
             }
             _ => (Backend::Cpu, info.fallback_reason.unwrap_or_else(|| "CPU backend".into())),
-        };
+        }
+    }
+
+    async fn load(base: &str) -> Result<(), String> {
+        let started = js_sys::Date::now();
+        let base = base.trim_end_matches('/');
+        // Let go of the previous model's collection file before opening another.
+        STATE.with(|s| s.borrow_mut().store = None);
+        let (clip, manifest_sha256) = fetch_model(base, BackendChoice::Auto).await?;
+        let (backend, detail) = describe(&clip);
         let dim = clip.config.projection_dim;
+        let header = Header {
+            format: collection::FORMAT,
+            model: base.trim_start_matches("models/").to_string(),
+            manifest_sha256: manifest_sha256.clone(),
+            dim,
+        };
         STATE.with(|s| {
             let mut s = s.borrow_mut();
-            // A different model means different embeddings: never mix them in one index.
-            s.index = Some(Index::new(dim).expect("a positive dimension"));
-            s.items.clear();
-            s.hashes.clear();
             s.clip = Some(Rc::new(clip));
+            s.base = base.to_string();
+            s.manifest_sha256 = manifest_sha256;
         });
         post(&Event::ModelReady { base: base.to_string(), backend, detail, dim, millis: js_sys::Date::now() - started });
+        restore(header).await
+    }
+
+    /// The loaded model's file names in OPFS: one collection per model manifest, so embeddings of
+    /// different models (or of a redeployed model) never mix.
+    fn file_names(header: &Header) -> (String, String) {
+        let key = &header.manifest_sha256[..16];
+        (format!("{key}.collection"), format!("{key}.index"))
+    }
+
+    /// Opens the loaded model's stored collection (creating it), drops a torn tail, rebuilds the
+    /// worker's state from it and sends the images to the page.
+    async fn restore(header: Header) -> Result<(), String> {
+        let (name, index_name) = file_names(&header);
+        let mut file = opfs::File::open(&name).await?;
+        let parsed = if file.is_empty() {
+            None
+        } else {
+            match collection::parse(&file.read_all()?) {
+                Ok(p) if p.header.dim == header.dim => Some(p),
+                // Unreadable (or from a future format): keep it aside rather than lose it.
+                Ok(_) | Err(_) => {
+                    let bytes = file.read_all()?;
+                    opfs::write(&format!("{name}.unreadable-{}", js_sys::Date::now() as u64), &bytes).await?;
+                    None
+                }
+            }
+        };
+        let (items, dropped_tail) = match parsed {
+            Some(p) => {
+                if p.torn {
+                    file.truncate(p.valid_len as u64)?;
+                }
+                (p.items, p.torn)
+            }
+            None => {
+                file.replace(&collection::header_bytes(&header))?;
+                (Vec::new(), false)
+            }
+        };
+        // The saved index is used when it holds exactly these images; else it is rebuilt.
+        let saved = opfs::read(&index_name).await.ok().flatten().and_then(|b| Index::from_bytes(&b).ok());
+        let index = match saved {
+            Some(ix) if ix.dim() == header.dim && ix.len() == items.len() && items.iter().all(|i| ix.contains(i.id)) => ix,
+            _ => {
+                let mut ix = Index::new(header.dim).map_err(|e| e.to_string())?;
+                for item in &items {
+                    ix.insert(item.id, &item.embedding).map_err(|e| e.to_string())?;
+                }
+                ix.compact_all();
+                ix
+            }
+        };
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.index = Some(index);
+            s.items.clear();
+            s.hashes.clear();
+            s.next_id = items.iter().map(|i| i.id + 1).max().unwrap_or(0);
+            for item in &items {
+                s.hashes.insert(item.hash, item.name.clone());
+                s.items.insert(item.id, Entry { hash: item.hash, embedding: item.embedding.clone() });
+            }
+            s.store = Some(file);
+        });
+        post(&Event::Restored { count: items.len(), dropped_tail });
+        for chunk in items.chunks(256) {
+            send_items(chunk, true);
+        }
         Ok(())
+    }
+
+    /// Tells the page about images now in the collection, thumbnails after the header.
+    fn send_items(items: &[collection::Item], restored: bool) {
+        let event = Event::Added { items: items.iter().map(|i| Item { id: i.id, name: i.name.clone() }).collect(), restored };
+        let msg = Array::new();
+        msg.push(&JsValue::from_str(&serde_json::to_string(&event).expect("events serialise")));
+        for i in items {
+            msg.push(&Uint8Array::from(&i.thumb[..]));
+        }
+        let _ = scope().post_message(&msg);
+    }
+
+    /// Appends records to the stored collection. A failed write is reported once per call; the
+    /// images stay searchable in this tab.
+    fn persist(bytes: &[u8]) {
+        let result = STATE.with(|s| s.borrow_mut().store.as_mut().map(|f| f.append(bytes)));
+        if let Some(Err(e)) = result {
+            post(&Event::Error { message: format!("could not save to this browser's storage: {e}") });
+        }
+    }
+
+    /// Saves the index so the next visit need not rebuild it.
+    async fn save_index() {
+        let Some((name, bytes)) = STATE.with(|s| {
+            let s = s.borrow();
+            let ix = s.index.as_ref()?;
+            let key = s.manifest_sha256.get(..16)?.to_string();
+            Some((format!("{key}.index"), ix.to_bytes()))
+        }) else {
+            return;
+        };
+        if let Err(e) = opfs::write(&name, &bytes).await {
+            web_sys::console::warn_1(&format!("index not saved: {e}").into());
+        }
+    }
+
+    fn header() -> Result<Header, String> {
+        STATE.with(|s| {
+            let s = s.borrow();
+            let clip = s.clip.as_ref().ok_or("the model is not loaded yet")?;
+            Ok(Header {
+                format: collection::FORMAT,
+                model: s.base.trim_start_matches("models/").to_string(),
+                manifest_sha256: s.manifest_sha256.clone(),
+                dim: clip.config.projection_dim,
+            })
+        })
+    }
+
+    /// The GPU failed (e.g. the device was lost): reload the model on the CPU from the cached
+    /// files, keeping the collection, and say so.
+    async fn fall_back_to_cpu(error: &str) -> Result<Rc<Clip>, String> {
+        web_sys::console::warn_1(&format!("GPU encoder failed, moving to the CPU: {error}").into());
+        let base = STATE.with(|s| s.borrow().base.clone());
+        let (clip, _) = fetch_model(&base, BackendChoice::Cpu).await?;
+        let clip = Rc::new(clip);
+        STATE.with(|s| s.borrow_mut().clip = Some(clip.clone()));
+        post(&Event::BackendChanged { backend: Backend::Cpu, detail: format!("the GPU failed ({error})") });
+        Ok(clip)
+    }
+
+    fn on_gpu(clip: &Clip) -> bool {
+        clip.backend().kind == BackendKind::Wgpu
+    }
+
+    async fn embed_images(pixels: &[Pixels]) -> Result<Vec<Vec<f32>>, String> {
+        let clip = clip()?;
+        match clip.embed_images(pixels).await {
+            Ok(e) => Ok(e),
+            Err(e) if on_gpu(&clip) => {
+                let cpu = fall_back_to_cpu(&e.to_string()).await?;
+                cpu.embed_images(pixels).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn embed_texts(texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        let clip = clip()?;
+        match clip.embed_texts(texts).await {
+            Ok((_, e)) => Ok(e),
+            Err(e) if on_gpu(&clip) => {
+                let cpu = fall_back_to_cpu(&e.to_string()).await?;
+                cpu.embed_texts(texts).await.map(|(_, e)| e).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     async fn clear_models() -> Result<(), String> {
@@ -307,9 +498,43 @@ mod worker {
         if let Some(first) = STATE.with(|s| s.borrow().hashes.get(&hash).cloned()) {
             return Err(format!("duplicate of {first}"));
         }
-        let img = preprocess::decode(&bytes, name, Exif::Apply).map_err(|e| e.to_string())?;
+        let img = preprocess::decode(&bytes, name, Exif::Apply).map_err(|e| {
+            // The list already shows the name.
+            let e = e.to_string();
+            e.strip_prefix(&format!("image {name}: ")).map(str::to_string).unwrap_or(e)
+        })?;
         let pixels = preprocess::preprocess(&img, &clip.preprocess);
         Ok((Prepared { name: name.to_string(), pixels, thumb: thumbnail(&img)? }, hash))
+    }
+
+    /// Gives an embedded image its id, indexes it and returns its stored form.
+    fn index_item(name: String, hash: [u8; 32], thumb: Vec<u8>, embedding: Vec<f32>) -> collection::Item {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let id = s.next_id;
+            s.next_id += 1;
+            if let Some(Err(e)) = s.index.as_mut().map(|ix| ix.insert(id, &embedding)) {
+                web_sys::console::error_1(&format!("index insert: {e}").into());
+            }
+            s.hashes.insert(hash, name.clone());
+            s.items.insert(id, Entry { hash, embedding: embedding.clone() });
+            collection::Item { id, hash, name, thumb, embedding }
+        })
+    }
+
+    /// Saves, then shows, a batch of new images.
+    fn commit(items: &[collection::Item]) {
+        let mut bytes = Vec::new();
+        for item in items {
+            collection::add_record(item, &mut bytes);
+        }
+        persist(&bytes);
+        send_items(items, false);
+        STATE.with(|s| {
+            if let Some(ix) = s.borrow_mut().index.as_mut() {
+                ix.compact(); // bounded work: at most one graph build step
+            }
+        });
     }
 
     async fn add(files: Vec<File>, names: Vec<String>) -> Result<(), String> {
@@ -352,11 +577,10 @@ mod worker {
                 continue;
             }
             let pixels: Vec<Pixels> = batch.iter().map(|(p, _)| p.pixels.clone()).collect();
-            let embeddings = match clip.embed_images(&pixels).await {
+            let embeddings = match embed_images(&pixels).await {
                 Ok(e) => e,
                 Err(e) => {
-                    // The encoder failed as a whole (e.g. a lost GPU device): report and stop,
-                    // keeping what is indexed.
+                    // The encoder failed on the CPU too: report and stop, keeping what is indexed.
                     for (p, hash) in batch.drain(..) {
                         STATE.with(|s| s.borrow_mut().hashes.remove(&hash));
                         post(&Event::Skipped { name: p.name, reason: format!("encoder failed: {e}") });
@@ -364,35 +588,149 @@ mod worker {
                     break;
                 }
             };
-            for ((p, _), embedding) in batch.drain(..).zip(embeddings) {
-                let id = STATE.with(|s| {
-                    let mut s = s.borrow_mut();
-                    let id = s.next_id;
-                    s.next_id += 1;
-                    let inserted = s.index.as_mut().map(|ix| ix.insert(id, &embedding));
-                    if let Some(Err(e)) = inserted {
-                        web_sys::console::error_1(&format!("index insert: {e}").into());
-                    }
-                    s.items.insert(id, embedding);
-                    id
-                });
-                let thumb = Uint8Array::from(&p.thumb[..]);
-                post_with(&Event::Added { id, name: p.name }, Some(&thumb));
-                added += 1;
-                done += 1;
-            }
-            STATE.with(|s| {
-                if let Some(ix) = s.borrow_mut().index.as_mut() {
-                    ix.compact(); // bounded work: at most one graph build step
-                }
-            });
+            let items: Vec<collection::Item> = batch
+                .drain(..)
+                .zip(embeddings)
+                .map(|((p, hash), embedding)| index_item(p.name, hash, p.thumb, embedding))
+                .collect();
+            added += items.len();
+            done += items.len();
+            commit(&items);
             let secs = (js_sys::Date::now() - started) / 1000.0;
             post(&Event::Indexing { done, total, per_second: added as f64 / secs.max(1e-3) });
             yield_now().await;
         }
         STATE.with(|s| s.borrow().adding.set(false));
+        save_index().await;
         let seconds = (js_sys::Date::now() - started) / 1000.0;
         post(&Event::Finished { added, skipped, cancelled, seconds });
+        Ok(())
+    }
+
+    fn busy() -> Result<(), String> {
+        if STATE.with(|s| s.borrow().adding.get()) {
+            return Err("images are being added: wait for the end or cancel first".into());
+        }
+        Ok(())
+    }
+
+    async fn remove(ids: Vec<u64>) -> Result<(), String> {
+        busy()?;
+        let mut bytes = Vec::new();
+        let removed: Vec<u64> = STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let mut removed = Vec::new();
+            for id in ids {
+                if let Some(entry) = s.items.remove(&id) {
+                    s.hashes.remove(&entry.hash);
+                    if let Some(ix) = s.index.as_mut() {
+                        ix.remove(id);
+                    }
+                    collection::remove_record(id, &mut bytes);
+                    removed.push(id);
+                }
+            }
+            removed
+        });
+        persist(&bytes);
+        post(&Event::Removed { ids: removed });
+        save_index().await;
+        Ok(())
+    }
+
+    async fn clear_collection() -> Result<(), String> {
+        busy()?;
+        let header = header()?;
+        let (_, index_name) = file_names(&header);
+        let ids: Vec<u64> = STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let ids = s.items.keys().copied().collect();
+            s.items.clear();
+            s.hashes.clear();
+            s.index = Index::new(header.dim).ok();
+            if let Some(Err(e)) = s.store.as_mut().map(|f| f.replace(&collection::header_bytes(&header))) {
+                web_sys::console::error_1(&format!("clearing the stored collection: {e}").into());
+            }
+            ids
+        });
+        opfs::remove(&index_name).await;
+        post(&Event::Removed { ids });
+        Ok(())
+    }
+
+    async fn export() -> Result<(), String> {
+        busy()?;
+        let header = header()?;
+        let stored = STATE
+            .with(|s| s.borrow().store.as_ref().map(|f| f.read_all()))
+            .ok_or("this browser's storage is not open")??;
+        let parsed = collection::parse(&stored).map_err(|e| e.to_string())?;
+        let items: Vec<&collection::Item> = parsed.items.iter().collect();
+        let bytes = collection::write(&header, &items);
+        let file_name = format!("obscura-{}-{}-images.obscura", header.model.replace('/', "-"), items.len());
+        post_with(&Event::Exported { file_name, count: items.len() }, Some(&Uint8Array::from(&bytes[..])));
+        Ok(())
+    }
+
+    async fn import(files: Vec<File>, name: String) -> Result<(), String> {
+        busy()?;
+        let header = header()?;
+        let file = files.first().ok_or("no collection file was sent")?;
+        let bytes = read(file).await?;
+        let parsed = collection::parse_whole(&bytes).map_err(|e| format!("{name}: {e}"))?;
+        if parsed.header.manifest_sha256 != header.manifest_sha256 {
+            return Err(format!(
+                "{name} was made with another model ({}, manifest {}…); load that model to import it, so that embeddings of different models never mix",
+                parsed.header.model,
+                &parsed.header.manifest_sha256[..parsed.header.manifest_sha256.len().min(12)]
+            ));
+        }
+        let (mut added, mut duplicates) = (0, 0);
+        for chunk in parsed.items.chunks(256) {
+            let mut fresh = Vec::new();
+            for item in chunk {
+                if STATE.with(|s| s.borrow().hashes.contains_key(&item.hash)) {
+                    duplicates += 1;
+                    continue;
+                }
+                fresh.push(index_item(item.name.clone(), item.hash, item.thumb.clone(), item.embedding.clone()));
+            }
+            added += fresh.len();
+            commit(&fresh);
+            yield_now().await;
+        }
+        STATE.with(|s| {
+            if let Some(ix) = s.borrow_mut().index.as_mut() {
+                ix.compact_all();
+            }
+        });
+        save_index().await;
+        post(&Event::Imported { name, added, duplicates });
+        Ok(())
+    }
+
+    async fn classify(labels: Vec<String>, template: Option<String>) -> Result<(), String> {
+        if labels.len() < 2 {
+            return Err("type at least two labels, one per line".into());
+        }
+        let prompts: Vec<String> = labels.iter().map(|l| app::apply_template(template.as_deref(), l)).collect();
+        let mut texts = Vec::new();
+        for chunk in prompts.chunks(16) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            texts.extend(embed_texts(&refs).await?);
+        }
+        let scale = clip()?.logit_scale();
+        let rows: Vec<Classification> = STATE.with(|s| {
+            s.borrow()
+                .items
+                .iter()
+                .map(|(&id, e)| {
+                    let (label, probs) = app::zero_shot(&e.embedding, &texts, scale);
+                    Classification { id, label, confidence: probs[label], probs }
+                })
+                .collect()
+        });
+        post(&Event::Classified { labels, rows });
         Ok(())
     }
 
@@ -411,14 +749,13 @@ mod worker {
     }
 
     async fn search_text(text: String, limit: usize) -> Result<(), String> {
-        let clip = clip()?;
-        let (_, emb) = clip.embed_texts(&[text.as_str()]).await.map_err(|e| e.to_string())?;
+        let emb = embed_texts(&[text.as_str()]).await?;
         search(Query::Text { text }, &emb[0], limit, None)
     }
 
     fn similar(id: u64, limit: usize) -> Result<(), String> {
         let vector = STATE
-            .with(|s| s.borrow().items.get(&id).cloned())
+            .with(|s| s.borrow().items.get(&id).map(|e| e.embedding.clone()))
             .ok_or_else(|| format!("no image with id {id}"))?;
         search(Query::Similar { id }, &vector, limit, Some(id))
     }
@@ -428,7 +765,7 @@ mod worker {
         let file = files.first().ok_or("no query image was sent")?;
         let bytes = read(file).await?;
         let pixels = clip.pixels(&bytes, &name, Exif::Apply).map_err(|e| format!("{name}: {e}"))?;
-        let emb = clip.embed_images(&[pixels]).await.map_err(|e| e.to_string())?;
+        let emb = embed_images(&[pixels]).await?;
         search(Query::Image { name }, &emb[0], limit, None)
     }
 }
