@@ -374,11 +374,16 @@ mod ui {
                             c.rows.retain(|id, _| !gone.contains(id));
                         }
                     });
-                    results.update(|r| {
-                        if let Some((_, hits)) = r {
-                            hits.retain(|h| !gone.contains(&h.id));
-                        }
-                    });
+                    if thumbs.with_untracked(Vec::is_empty) {
+                        results.set(None);
+                        classes.set(None);
+                    } else {
+                        results.update(|r| {
+                            if let Some((_, hits)) = r {
+                                hits.retain(|h| !gone.contains(&h.id));
+                            }
+                        });
+                    }
                     if viewer.get_untracked().is_some_and(|v| gone.contains(&v)) {
                         viewer.set(None);
                     }
