@@ -19,8 +19,13 @@ pub mod opfs;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
     /// Download (or take from the cache), verify and load the converted model under `base`,
-    /// a URL relative to the app (e.g. `models/demo`).
-    Load { base: String },
+    /// a URL relative to the app (e.g. `models/demo`). With `cpu`, on the CPU backend whatever
+    /// the adapter, for that reason (the page sets it after the GPU failed).
+    Load {
+        base: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpu: Option<String>,
+    },
     /// Add the files that follow the header; `names` are their paths within the dropped folder.
     Add { names: Vec<String> },
     /// Stop the current `Add` after the images in flight.

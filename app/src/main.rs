@@ -195,8 +195,12 @@ mod ui {
         });
         let _ = window_event_listener(leptos::ev::resize, move |_| measure());
 
-        let worker = Worker::new("./worker_loader.js").expect("the worker script is part of the app");
-        let worker = StoredValue::new_local(worker);
+        // The worker, and its two handlers (set below). If the worker dies while on the GPU (a
+        // lost device makes wgpu fail inside the encoder), the page starts a new one on the CPU:
+        // the collection is in this browser's storage, so nothing but the images in flight is lost.
+        let worker = StoredValue::new_local(Worker::new("./worker_loader.js").expect("the worker script is part of the app"));
+        let handlers = StoredValue::new_local(None::<(js_sys::Function, js_sys::Function)>);
+        let force_cpu = RwSignal::new(None::<String>);
         let send_request = move |request: &Request, files: &[File]| worker.with_value(|w| send(w, request, files));
 
         let template = move || {
@@ -230,7 +234,7 @@ mod ui {
             loaded.set(Some(base.clone()));
             backend.set(None);
             status.set(format!("Loading {id}…"));
-            send_request(&Request::Load { base }, &[]);
+            send_request(&Request::Load { base, cpu: force_cpu.get_untracked() }, &[]);
         };
 
         let search_now = move |extra: usize| {
@@ -433,8 +437,43 @@ mod ui {
                 Event::Error { message } => error.set(Some(message)),
             }
         });
-        worker.with_value(|w| w.set_onmessage(Some(onmessage.as_ref().unchecked_ref())));
-        onmessage.forget();
+        let onerror = Closure::<dyn Fn(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
+            ev.prevent_default();
+            let message = ev.message();
+            web_sys::console::error_1(&format!("the worker stopped: {message}").into());
+            let on_gpu = backend.get_untracked().is_some_and(|(b, _)| b == Backend::Webgpu);
+            if !on_gpu {
+                error.set(Some(format!("The worker stopped ({message}). Reload the page; the collection is kept in this browser.")));
+                adding.set(false);
+                progress.set(None);
+                return;
+            }
+            force_cpu.set(Some(format!("the GPU failed ({message})")));
+            error.set(Some(
+                "The GPU failed: moving to the CPU backend. The collection is kept in this browser and comes back in a moment; images that were being added when it failed need adding again (the others are skipped as duplicates).".into(),
+            ));
+            adding.set(false);
+            progress.set(None);
+            booted.set(false);
+            loaded.set(None);
+            backend.set(None);
+            worker.with_value(Worker::terminate);
+            let fresh = Worker::new("./worker_loader.js").expect("the worker script is part of the app");
+            handlers.with_value(|h| {
+                if let Some((m, e)) = h {
+                    fresh.set_onmessage(Some(m));
+                    fresh.set_onerror(Some(e));
+                }
+            });
+            worker.set_value(fresh);
+        });
+        let message_fn: js_sys::Function = onmessage.into_js_value().unchecked_into();
+        let error_fn: js_sys::Function = onerror.into_js_value().unchecked_into();
+        worker.with_value(|w| {
+            w.set_onmessage(Some(&message_fn));
+            w.set_onerror(Some(&error_fn));
+        });
+        handlers.set_value(Some((message_fn, error_fn)));
 
         spawn_local(async move {
             match fetch_catalog().await {

@@ -110,8 +110,8 @@ mod worker {
 
     async fn handle(request: Request, files: Vec<File>) {
         let result = match request {
-            Request::Load { base } => {
-                if let Err(message) = load(&base).await {
+            Request::Load { base, cpu } => {
+                if let Err(message) = load(&base, cpu).await {
                     post(&Event::ModelFailed { base, message });
                 }
                 Ok(())
@@ -256,13 +256,17 @@ mod worker {
         }
     }
 
-    async fn load(base: &str) -> Result<(), String> {
+    async fn load(base: &str, cpu: Option<String>) -> Result<(), String> {
         let started = js_sys::Date::now();
         let base = base.trim_end_matches('/');
         // Let go of the previous model's collection file before opening another.
         STATE.with(|s| s.borrow_mut().store = None);
-        let (clip, manifest_sha256) = fetch_model(base, BackendChoice::Auto).await?;
-        let (backend, detail) = describe(&clip);
+        let choice = if cpu.is_some() { BackendChoice::Cpu } else { BackendChoice::Auto };
+        let (clip, manifest_sha256) = fetch_model(base, choice).await?;
+        let (backend, mut detail) = describe(&clip);
+        if let Some(reason) = cpu {
+            detail = reason;
+        }
         let dim = clip.config.projection_dim;
         let header = Header {
             format: collection::FORMAT,
