@@ -42,9 +42,13 @@ impl Dtype {
 
 #[derive(clap::Args)]
 pub struct ConvertArgs {
-    /// Hugging Face CLIP checkpoint directory (config.json, model.safetensors or
-    /// pytorch_model.bin, tokenizer.json, preprocessor_config.json).
+    /// Checkpoint directory: Hugging Face CLIP (config.json, model.safetensors or
+    /// pytorch_model.bin, tokenizer.json, preprocessor_config.json) or OpenCLIP
+    /// (open_clip_config.json, open_clip_pytorch_model.bin or open_clip_model.safetensors).
     checkpoint: PathBuf,
+    /// CLIP tokenizer.json for an OpenCLIP checkpoint that has none of its own.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Output directory (created; existing converted files in it are replaced).
     #[arg(long)]
     out: PathBuf,
@@ -147,10 +151,19 @@ fn bytes_of(e: &Encoded) -> usize {
     e.entries.iter().map(|x| x.3.len()).sum()
 }
 
+/// A checkpoint directory of either layout, as Hugging Face-shaped files.
+pub fn read_checkpoint(dir: &std::path::Path, tokenizer: Option<&std::path::Path>) -> anyhow::Result<model_wasm::ModelFiles> {
+    if crate::openclip::is_open_clip(dir) {
+        crate::openclip::read_dir(dir, tokenizer).with_context(|| format!("reading OpenCLIP checkpoint {}", dir.display()))
+    } else {
+        model_wasm::read_model_dir(dir).with_context(|| format!("reading checkpoint {}", dir.display()))
+    }
+}
+
 pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let dir = &args.checkpoint;
-    let files = model_wasm::read_model_dir(dir).with_context(|| format!("reading checkpoint {}", dir.display()))?;
+    let files = read_checkpoint(dir, args.tokenizer.as_deref())?;
     let config_value: serde_json::Value =
         serde_json::from_str(&files.config_json).context("config.json is not valid JSON")?;
     ClipConfig::from_hf_json(&files.config_json, "config.json")?;
@@ -331,9 +344,12 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
 pub struct VerifyArgs {
     /// A converted model directory.
     converted: PathBuf,
-    /// The checkpoint it was converted from.
+    /// The checkpoint it was converted from (Hugging Face or OpenCLIP).
     #[arg(long)]
     against: PathBuf,
+    /// CLIP tokenizer.json for an OpenCLIP checkpoint that has none of its own.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
     /// Images to embed with both (a directory or files; repeatable).
     #[arg(long = "images", required = true)]
     images: Vec<PathBuf>,
@@ -355,7 +371,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let converted = Clip::load_dir(&args.converted, BackendChoice::Cpu)
         .await
         .with_context(|| format!("loading converted model {}", args.converted.display()))?;
-    let original = Clip::load_dir(&args.against, BackendChoice::Cpu)
+    let original = Clip::from_files(read_checkpoint(&args.against, args.tokenizer.as_deref())?, BackendChoice::Cpu)
         .await
         .with_context(|| format!("loading checkpoint {}", args.against.display()))?;
     let mut names = Vec::new();

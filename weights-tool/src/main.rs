@@ -8,6 +8,7 @@
 //! - `catalog`: `catalog.json` for the app's model picker, from converted directories.
 
 mod convert;
+mod openclip;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -167,9 +168,12 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         ExifArg::Apply => Exif::Apply,
         ExifArg::Ignore => Exif::Ignore,
     };
-    let clip = Clip::load_dir(&args.model, choice)
-        .await
-        .with_context(|| format!("loading model {}", args.model.display()))?;
+    let clip = if openclip::is_open_clip(&args.model) {
+        Clip::from_files(openclip::read_dir(&args.model, None)?, choice).await
+    } else {
+        Clip::load_dir(&args.model, choice).await
+    }
+    .with_context(|| format!("loading model {}", args.model.display()))?;
     if let Some(reason) = &clip.backend().fallback_reason {
         eprintln!("weights-tool: running on the CPU: {reason}");
     }

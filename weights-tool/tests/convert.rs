@@ -115,6 +115,68 @@ fn every_dtype_round_trips_from_safetensors_and_bin() {
     std::fs::remove_dir_all(bin_only).ok();
 }
 
+/// An OpenCLIP checkpoint (`open_clip_config.json`, `open_clip_pytorch_model.bin`: fused
+/// `in_proj_weight` attention, `x @ P` projections) embeds as open_clip does, read directly and
+/// after conversion. Golden values: tests/golden/generate_openclip.py.
+#[test]
+fn open_clip_checkpoints_map_onto_clip_and_convert() {
+    let model = golden().join("models/tiny-openclip");
+    let mut report = Vec::new();
+    let (image, text) = min_cosines(&model, "tiny-openclip");
+    report.push(format!("tiny-openclip read directly: min cosine images {image:.7}, texts {text:.7}"));
+    assert!(image >= 0.99999 && text >= 0.99999, "{image} {text}");
+    for (dtype, min) in [("f32", 0.99999), ("q8", 0.995)] {
+        let out = scratch(&format!("openclip-{dtype}"));
+        convert(&model, dtype, &out);
+        let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(manifest["config"]["source_format"], "open_clip", "the manifest says where the config came from");
+        let (image, text) = min_cosines(&out, "tiny-openclip");
+        report.push(format!("tiny-openclip {dtype}: min cosine images {image:.6}, texts {text:.6}"));
+        assert!(image >= min && text >= min, "{dtype}: {image} {text} < {min}");
+        std::fs::remove_dir_all(out).ok();
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+/// OpenCLIP variants the mapping does not cover are refused by name, before anything is written.
+#[test]
+fn unsupported_open_clip_checkpoints_are_refused_by_name() {
+    let src = golden().join("models/tiny-openclip");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("open_clip_config.json")).unwrap()).unwrap();
+    let with = |path: &[&str], value: serde_json::Value| {
+        let mut c = config.clone();
+        let (last, parents) = path.split_last().unwrap();
+        let mut at = &mut c;
+        for p in parents {
+            at = &mut at[*p];
+        }
+        at[*last] = value;
+        c.to_string()
+    };
+    let config = config.to_string();
+    let cases = [
+        (with(&["model_cfg", "vision_cfg", "timm_model_name"], "convnext_base".into()), "vision_cfg.timm_model_name"),
+        (with(&["model_cfg", "text_cfg", "hf_model_name"], "microsoft/BiomedNLP-PubMedBERT".into()), "text_cfg.hf_model_name"),
+        (with(&["model_cfg", "vision_cfg", "layers"], 1.into()), "visual.transformer.resblocks.1"),
+        (with(&["model_cfg", "vision_cfg", "layers"], 3.into()), "visual.transformer.resblocks.2.ln_1.weight"),
+        (with(&["preprocess_cfg", "resize_mode"], "squash".into()), "resize_mode"),
+    ];
+    for (i, (cfg, expected)) in cases.iter().enumerate() {
+        assert_ne!(cfg, &config, "case {i} changes the config");
+        let dir = scratch(&format!("openclip-bad-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["open_clip_pytorch_model.bin", "tokenizer.json"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        std::fs::write(dir.join("open_clip_config.json"), cfg).unwrap();
+        let out = dir.join("out");
+        let (o, stderr) = run(tool().arg("convert").arg(&dir).arg("--out").arg(&out));
+        assert!(!o.status.success() && stderr.contains(expected), "case {i}: {stderr}");
+        assert!(!out.exists(), "case {i}: nothing written");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
 #[test]
 fn quantized_files_are_smaller_and_inspect_reports_them() {
     let model = golden().join("models/tiny-gelu-eos49407");
