@@ -40,7 +40,10 @@ fn usize_of(cfg: &Value, key: &str, default: Option<usize>) -> anyhow::Result<us
 }
 
 /// Refuses the OpenCLIP variants this mapping does not cover, naming the setting.
-fn refuse_variants(section: &str, cfg: &Value, unsupported: &[(&str, &dyn Fn(&Value) -> bool)]) -> anyhow::Result<()> {
+/// A setting, and whether its value is one this mapping cannot honour.
+type Check<'a> = (&'a str, &'a dyn Fn(&Value) -> bool);
+
+fn refuse_variants(section: &str, cfg: &Value, unsupported: &[Check]) -> anyhow::Result<()> {
     for (key, bad) in unsupported {
         if let Some(v) = get(cfg, key).filter(|v| bad(v)) {
             bail!("{CONFIG}: {section}.{key} = {v} is not supported (only the plain ViT CLIP architecture is)");
