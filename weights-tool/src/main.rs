@@ -8,6 +8,7 @@
 //! - `catalog`: `catalog.json` for the app's model picker, from converted directories.
 
 mod convert;
+mod fetch;
 mod openclip;
 
 use std::io::Write;
@@ -37,6 +38,8 @@ enum Command {
     Inspect(convert::InspectArgs),
     /// Compare a converted model's embeddings with its original checkpoint's.
     Verify(convert::VerifyArgs),
+    /// Download a CLIP checkpoint (Hugging Face or OpenCLIP layout) from the Hugging Face Hub.
+    Fetch(fetch::FetchArgs),
     /// Write catalog.json (the app's model picker) from the converted models under a directory.
     Catalog(convert::CatalogArgs),
 }
@@ -128,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => convert::inspect(args),
         Command::Verify(args) => pollster::block_on(convert::verify(args)),
         Command::Catalog(args) => convert::catalog(args),
+        Command::Fetch(args) => fetch::fetch(args),
     }
 }
 
