@@ -48,7 +48,7 @@ def main():
                 rows.append({"impl": "pytorch-fp32", "tower": tower, "batch": batch,
                              "median_ms": times[len(times) // 2], "min_ms": times[0]})
     for backend in args.backends.split(","):
-        out = subprocess.run(["cargo", "run", "-q", "--release", "-p", "model-wasm", "--example", "bench", "--",
+        out = subprocess.run(["cargo", "run", "-q", "--release", "-p", "model-wasm", "--example", "encode_bench", "--",
                               str(tmp), backend, str(args.repeats)], cwd=ROOT, capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stderr)

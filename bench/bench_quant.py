@@ -77,7 +77,7 @@ def main():
     torch.manual_seed(0)
     TEXTS = [t["text"] for t in json.loads((GOLDEN / "tiny-quickgelu-eos2.json").read_text())["texts"]]
     run("cargo", "build", "-q", "--release", "-p", "weights-tool")
-    run("cargo", "build", "-q", "--release", "-p", "model-wasm", "--example", "bench")
+    run("cargo", "build", "-q", "--release", "-p", "model-wasm", "--example", "encode_bench")
 
     tmp = Path(tempfile.mkdtemp())
     ckpt = tmp / "ckpt"
@@ -125,7 +125,7 @@ def main():
         manifest = json.loads((out / "manifest.json").read_text())
         size = sum(s["bytes"] for s in manifest["shards"])
         img, _, txt, _ = embed(out)
-        lines = [json.loads(l) for l in run(ROOT / "target/release/examples/bench", out, "cpu", args.repeats, "1,8").splitlines()]
+        lines = [json.loads(l) for l in run(ROOT / "target/release/examples/encode_bench", out, "cpu", args.repeats, "1,8").splitlines()]
         load_ms = lines[0]["load_ms"]
         speed[f"obscura {dtype}"] = {f"{r['tower']} b{r['batch']}": r["median_ms"] for r in lines[1:]}
         rows.append((f"obscura {dtype}", size, convert_s, load_ms,

@@ -1,6 +1,6 @@
 //! Encode-time benchmark: image and text encoders at batch 1, 8 and 32 on one backend.
 //!
-//!     cargo run --release -p model-wasm --example bench -- <model dir> <cpu|wgpu> [repeats] [batches]
+//!     cargo run --release -p model-wasm --example encode_bench -- <model dir> <cpu|wgpu> [repeats] [batches]
 //!
 //! Prints the load time, then one JSON line per (tower, batch): median and min ms per item over
 //! `repeats` runs after one warm-up (`batches`: comma-separated, default 1,8,32).
