@@ -27,7 +27,9 @@ mkdir -p target/browser
 classes=$(sed -n 's/.*"class": "\(.*\)".*/\1/p' public/samples/manifest.json | sort -u)
 texts=()
 while IFS= read -r c; do texts+=(--text "an H&E image of $c."); done <<< "$classes"
-cargo run -q -p weights-tool -- embed --model public/models/demo --backend cpu --image public/samples \
+# The binary `cargo test --workspace` built (`cargo run -p weights-tool` would resolve features for
+# that package alone and rebuild half the tree).
+target/debug/weights-tool embed --model public/models/demo --backend cpu --image public/samples \
   "${texts[@]}" > target/browser/native.json
 node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend webgpu
 node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend cpu
