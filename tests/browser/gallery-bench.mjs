@@ -20,6 +20,7 @@ const args = Object.fromEntries(
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const dist = resolve(args.dist ?? join(root, "dist"));
 const N = Number(args.n ?? 10000);
+const STEP = Number(args.step ?? 120); // pixels scrolled per frame (a brisk wheel is ~100-200)
 const samples = join(root, "public", "samples");
 
 const MIME = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".json": "application/json", ".svg": "image/svg+xml" };
@@ -128,9 +129,24 @@ try {
   await waitCount(N);
   results.import_seconds = (Date.now() - t0) / 1000;
 
-  // Scroll the gallery from top to bottom, 600 px a frame, timing every frame.
-  const scroll = await page.evaluate(
+  // Idle frames first (what this headless browser gives with nothing to do), then the gallery
+  // scrolled from top to bottom, STEP px a frame, timing every frame.
+  results.idle_frame_ms = await page.evaluate(
     () =>
+      new Promise((done) => {
+        const t = [];
+        let last = performance.now();
+        const f = (now) => {
+          t.push(now - last);
+          last = now;
+          if (t.length < 60) requestAnimationFrame(f);
+          else done(t.sort((a, b) => a - b)[30]);
+        };
+        requestAnimationFrame(f);
+      }),
+  );
+  const scroll = await page.evaluate(
+    (STEP) =>
       new Promise((done) => {
         const g = document.querySelector(".gallery");
         const frames = [];
@@ -145,12 +161,14 @@ try {
             const q = (p) => frames[Math.min(frames.length - 1, Math.floor(p * frames.length))];
             return done({ frames: frames.length, p50_ms: q(0.5), p95_ms: q(0.95), max_ms: frames[frames.length - 1], max_items_in_dom: maxItems });
           }
-          g.scrollTop += 600;
+          g.scrollTop += STEP;
           requestAnimationFrame(step);
         };
         requestAnimationFrame(step);
       }),
+    STEP,
   );
+  scroll.px_per_frame = STEP;
   results.scroll = scroll;
 
   const searches = [];
