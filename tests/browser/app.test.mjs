@@ -275,6 +275,18 @@ try {
   const kept = Number(await page.getByTestId("image-count").textContent());
   check(kept >= shown && kept <= files.length, `reloaded while indexing: ${kept} images kept (${shown} were shown before the reload)`);
 
+  // ---------------------------------------------------------------- a second tab
+  // The first tab's worker holds the collection file: the second works, for itself only, and says so.
+  if (backend === "cpu") {
+    const second = await context.newPage();
+    await second.goto(origin + "/");
+    await second.waitForFunction(() => document.querySelector('[role="alert"]')?.textContent.includes("kept only until the tab closes"), null, { timeout: 120_000 });
+    await second.getByTestId("file-input").setInputFiles(files.slice(0, 3));
+    await second.waitForFunction(() => document.querySelector('[data-testid="image-count"]')?.textContent === "3", null, { timeout: 120_000 });
+    check(true, "a second tab without the storage still indexes, and says its images will not be kept");
+    await second.close();
+  }
+
   console.log(`time to a usable model ${firstModel.toFixed(1)} s; total ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
   check(false, `the run finished: ${e.message}`);

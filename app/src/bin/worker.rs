@@ -295,7 +295,27 @@ mod worker {
     /// worker's state from it and sends the images to the page.
     async fn restore(header: Header) -> Result<(), String> {
         let (name, index_name) = file_names(&header);
-        let mut file = opfs::File::open(&name).await?;
+        let mut file = match opfs::File::open(&name).await {
+            Ok(f) => f,
+            Err(e) => {
+                // No private storage (a browser without OPFS, another tab holding the file): the
+                // app still works, for this tab only, and says so.
+                post(&Event::Error {
+                    message: format!("This browser's storage could not be opened ({e}): images added now are kept only until the tab closes."),
+                });
+                let index = Index::new(header.dim).map_err(|e| e.to_string())?;
+                STATE.with(|s| {
+                    let mut s = s.borrow_mut();
+                    s.index = Some(index);
+                    s.items.clear();
+                    s.hashes.clear();
+                    s.next_id = 0;
+                    s.store = None;
+                });
+                post(&Event::Restored { count: 0, dropped_tail: false });
+                return Ok(());
+            }
+        };
         let parsed = if file.is_empty() {
             None
         } else {
