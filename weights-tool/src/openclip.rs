@@ -70,7 +70,6 @@ pub fn read_dir(dir: &Path, tokenizer: Option<&Path>) -> anyhow::Result<ModelFil
         ("timm_model_name", &|v: &Value| v.is_string()),
         ("layers", &is_list),
         ("attentional_pool", &truthy),
-        ("attn_pooler_queries", &|_: &Value| false),
         ("no_ln_pre", &truthy),
         ("final_ln_after_pool", &truthy),
         ("pool_type", &not_tok),

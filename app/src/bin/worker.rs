@@ -268,18 +268,13 @@ mod worker {
             detail = reason;
         }
         let dim = clip.config.projection_dim;
-        let header = Header {
-            format: collection::FORMAT,
-            model: base.trim_start_matches("models/").to_string(),
-            manifest_sha256: manifest_sha256.clone(),
-            dim,
-        };
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             s.clip = Some(Rc::new(clip));
             s.base = base.to_string();
             s.manifest_sha256 = manifest_sha256;
         });
+        let header = header()?;
         post(&Event::ModelReady { base: base.to_string(), backend, detail, dim, millis: js_sys::Date::now() - started });
         restore(header).await
     }
@@ -294,66 +289,18 @@ mod worker {
     /// Opens the loaded model's stored collection (creating it), drops a torn tail, rebuilds the
     /// worker's state from it and sends the images to the page.
     async fn restore(header: Header) -> Result<(), String> {
-        let (name, index_name) = file_names(&header);
-        let mut file = match opfs::File::open(&name).await {
-            Ok(f) => f,
+        let (store, items, dropped_tail) = match open_collection(&header).await {
+            Ok(opened) => opened,
             Err(e) => {
                 // No private storage (a browser without OPFS, another tab holding the file): the
                 // app still works, for this tab only, and says so.
                 post(&Event::Error {
                     message: format!("This browser's storage could not be opened ({e}): images added now are kept only until the tab closes."),
                 });
-                let index = Index::new(header.dim).map_err(|e| e.to_string())?;
-                STATE.with(|s| {
-                    let mut s = s.borrow_mut();
-                    s.index = Some(index);
-                    s.items.clear();
-                    s.hashes.clear();
-                    s.next_id = 0;
-                    s.store = None;
-                });
-                post(&Event::Restored { count: 0, dropped_tail: false });
-                return Ok(());
+                (None, Vec::new(), false)
             }
         };
-        let parsed = if file.is_empty() {
-            None
-        } else {
-            match collection::parse(&file.read_all()?) {
-                Ok(p) if p.header.dim == header.dim => Some(p),
-                // Unreadable (or from a future format): keep it aside rather than lose it.
-                Ok(_) | Err(_) => {
-                    let bytes = file.read_all()?;
-                    opfs::write(&format!("{name}.unreadable-{}", js_sys::Date::now() as u64), &bytes).await?;
-                    None
-                }
-            }
-        };
-        let (items, dropped_tail) = match parsed {
-            Some(p) => {
-                if p.torn {
-                    file.truncate(p.valid_len as u64)?;
-                }
-                (p.items, p.torn)
-            }
-            None => {
-                file.replace(&collection::header_bytes(&header))?;
-                (Vec::new(), false)
-            }
-        };
-        // The saved index is used when it holds exactly these images; else it is rebuilt.
-        let saved = opfs::read(&index_name).await.ok().flatten().and_then(|b| Index::from_bytes(&b).ok());
-        let index = match saved {
-            Some(ix) if ix.dim() == header.dim && ix.len() == items.len() && items.iter().all(|i| ix.contains(i.id)) => ix,
-            _ => {
-                let mut ix = Index::new(header.dim).map_err(|e| e.to_string())?;
-                for item in &items {
-                    ix.insert(item.id, &item.embedding).map_err(|e| e.to_string())?;
-                }
-                ix.compact_all();
-                ix
-            }
-        };
+        let index = index_for(&header, &items).await?;
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             s.index = Some(index);
@@ -364,13 +311,59 @@ mod worker {
                 s.hashes.insert(item.hash, item.name.clone());
                 s.items.insert(item.id, Entry { hash: item.hash, embedding: item.embedding.clone() });
             }
-            s.store = Some(file);
+            s.store = store;
         });
         post(&Event::Restored { count: items.len(), dropped_tail });
         for chunk in items.chunks(256) {
             send_items(chunk, true);
         }
         Ok(())
+    }
+
+    /// Opens the model's collection file (creating it) and reads it, cutting off a torn tail.
+    /// Returns the open file, the images in it and whether a tail was dropped.
+    async fn open_collection(header: &Header) -> Result<(Option<opfs::File>, Vec<collection::Item>, bool), String> {
+        let (name, _) = file_names(header);
+        let mut file = opfs::File::open(&name).await?;
+        let bytes = file.read_all()?;
+        let parsed = match collection::parse(&bytes) {
+            _ if bytes.is_empty() => None,
+            Ok(p) if p.header.dim == header.dim => Some(p),
+            // Unreadable (or from a future format): keep it aside rather than lose it.
+            Ok(_) | Err(_) => {
+                opfs::write(&format!("{name}.unreadable-{}", js_sys::Date::now() as u64), &bytes).await?;
+                None
+            }
+        };
+        match parsed {
+            Some(p) => {
+                if p.torn {
+                    file.truncate(p.valid_len as u64)?;
+                }
+                Ok((Some(file), p.items, p.torn))
+            }
+            None => {
+                file.replace(&collection::header_bytes(header))?;
+                Ok((Some(file), Vec::new(), false))
+            }
+        }
+    }
+
+    /// The saved index when it holds exactly `items`; else one built from them.
+    async fn index_for(header: &Header, items: &[collection::Item]) -> Result<Index, String> {
+        if !items.is_empty() {
+            let (_, index_name) = file_names(header);
+            let saved = opfs::read(&index_name).await.ok().flatten().and_then(|b| Index::from_bytes(&b).ok());
+            if let Some(ix) = saved.filter(|ix| ix.dim() == header.dim && ix.len() == items.len() && items.iter().all(|i| ix.contains(i.id))) {
+                return Ok(ix);
+            }
+        }
+        let mut ix = Index::new(header.dim).map_err(|e| e.to_string())?;
+        for item in items {
+            ix.insert(item.id, &item.embedding).map_err(|e| e.to_string())?;
+        }
+        ix.compact_all();
+        Ok(ix)
     }
 
     /// Tells the page about images now in the collection, thumbnails after the header.
