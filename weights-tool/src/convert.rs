@@ -14,12 +14,23 @@ use model_wasm::converted::{
 use model_wasm::weights::write_safetensors_raw;
 use model_wasm::{BackendChoice, Clip, ClipConfig, Exif, HostTensor, Manifest, ModelCard, Scheme, Weights};
 
-/// q4 block length: 16 values share one f16 scale (5 bits per weight). Chosen by measurement on
-/// the golden fixtures (tiny-gelu-eos49407, min cosine to fp32 over images / texts, uniform int4
-/// levels): blocks of 32 gave 0.947 / 0.941, blocks of 16 0.979 / 0.949; NF4 levels at 16
-/// 0.973 / 0.955. Keeping the projections, patch or token embedding, `fc2` or `out_proj` in q8
-/// moved neither above 0.98. See BENCHMARKS.md.
-pub const Q4_BLOCK: usize = 16;
+/// q4 block length: 32 values share one f16 scale (4.5 bits per weight).
+pub const Q4_BLOCK: usize = 32;
+
+/// Text-tower tensors that a `q4` model keeps in q8: every layer's attention value and output
+/// projections, the whole first layer, and the text projection (3.5 MB more for ViT-B/32, as
+/// llama.cpp's Q4_K_M keeps `attn_v` in more bits). Chosen by measurement on ViT-B/32 with random
+/// weights (bench/q4_sensitivity.py: min / mean text cosine to fp32): all q4 at blocks of 16
+/// 0.974 / 0.980; q8 `v_proj` 0.980 / 0.985, `out_proj` 0.981 / 0.985, layer 0 0.981 / 0.986,
+/// `text_projection` 0.978 / 0.982; `q_proj`, `k_proj`, the token embedding, later layers
+/// ≤ 0.001 each. The vision tower tolerates q4 better (0.993 min at blocks of 16, 0.991 at 32),
+/// so blocks of 32 there pay for the q8 tensors and the model stays under 16% of fp32.
+fn q4_keeps_q8(name: &str) -> bool {
+    name == "text_projection.weight"
+        || name.starts_with("text_model.encoder.layers.0.")
+        || (name.starts_with("text_model.")
+            && (name.ends_with(".self_attn.v_proj.weight") || name.ends_with(".self_attn.out_proj.weight")))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
@@ -81,7 +92,8 @@ pub struct ConvertArgs {
 /// Which scheme a checkpoint tensor gets at a requested dtype. Linear and convolution weights and
 /// the token embedding (a lookup table, one row per token: per-row scales suit it) are
 /// quantized; layer norms, biases, class and position embeddings and `logit_scale` stay f32
-/// (f16 for the 2-D ones when anything is reduced). See BENCHMARKS.md for the measurements.
+/// (f16 for the 2-D ones when anything is reduced). At q4 a few text-tower matrices stay q8
+/// ([`q4_keeps_q8`]). See BENCHMARKS.md for the measurements.
 pub fn scheme_for(name: &str, shape: &[usize], dtype: Dtype) -> Scheme {
     let matrix = shape.len() >= 2;
     let quantizable = matrix && name.ends_with(".weight") && !name.contains("position_embedding");
@@ -91,6 +103,7 @@ pub fn scheme_for(name: &str, shape: &[usize], dtype: Dtype) -> Scheme {
         Dtype::F16 => Scheme::F16,
         _ if !quantizable => Scheme::F16,
         Dtype::Q8 => Scheme::Q8,
+        Dtype::Q4 if q4_keeps_q8(name) => Scheme::Q8,
         Dtype::Q4 => Scheme::Q4 { block: Q4_BLOCK },
     }
 }

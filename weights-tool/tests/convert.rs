@@ -94,13 +94,13 @@ fn every_dtype_round_trips_from_safetensors_and_bin() {
         }
     }
     // (dtype, minimum cosine to transformers' fp32 embeddings). q4 is below the 0.98 aimed for
-    // on these 16- and 32-wide random models (measured min over images / texts: 0.973 / 0.955 for
-    // tiny-gelu, 0.970 / 0.876 for tiny-quickgelu); it is asserted where it is, so that it
-    // cannot get worse unnoticed.
+    // on these 16- and 32-wide random models (measured min over images / texts: 0.957 / 0.985 for
+    // tiny-gelu, 0.961 / 0.966 for tiny-quickgelu; full-size ViT-B/32 reaches 0.991 / 0.990, see
+    // BENCHMARKS.md); it is asserted where it is, so that it cannot get worse unnoticed.
     let mut report = Vec::new();
     for (model, golden_name, q4_min) in [
         (g.join("models/tiny-gelu-eos49407"), "tiny-gelu-eos49407", 0.95),
-        (bin_only.clone(), "tiny-quickgelu-eos2", 0.87),
+        (bin_only.clone(), "tiny-quickgelu-eos2", 0.95),
     ] {
         for (dtype, min) in [("f32", 0.99999), ("f16", 0.999), ("q8", 0.995), ("q4", q4_min)] {
             let out = scratch(&format!("{golden_name}-{dtype}"));
