@@ -45,14 +45,14 @@ server=$!
 
 export OBSCURA_BENCH_URL="http://127.0.0.1:$PORT"
 # OBSCURA_BENCH_SKIP_WEBGPU=1 leaves WebGPU out (on SwiftShader it alone takes ~40 min).
-export CARGO_TARGET_DIR="$PWD/target"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export CHROMEDRIVER=/usr/bin/chromedriver
 export WASM_BINDGEN_TEST_TIMEOUT=3600
 (cd bench/browser && cargo test --release --target wasm32-unknown-unknown --test encode -- --nocapture) > "$work/browser.log" 2>&1 \
   || { cat "$work/browser.log"; exit 1; }
 cargo build -q --release -p model-wasm --example encode_bench
-target/release/examples/encode_bench "$work/ckpt" cpu 2 1,8,32 | sed 's/"impl": "obscura-cpu"/"impl": "obscura-cpu (native)"/' > "$work/native.log"
+"$CARGO_TARGET_DIR"/release/examples/encode_bench "$work/ckpt" cpu 2 1,8,32 | sed 's/"impl": "obscura-cpu"/"impl": "obscura-cpu (native)"/' > "$work/native.log"
 
 "$PY" - "$work/browser.log" "$work/native.log" <<'PY'
 import json, re, sys

@@ -5,7 +5,11 @@ and q4, next to PyTorch fp32 and PyTorch dynamic int8 (Linear layers), in one ru
 bytes per dtype, convert and load time, encode time, and fidelity (cosine to PyTorch fp32 on the
 golden images, as Obscura preprocesses them, and the golden texts).
 
-    python bench/bench_quant.py [--repeats 3]
+    python bench/bench_quant.py [--repeats 3] [--no-gpu]
+
+Then, unless --no-gpu, the wgpu backend on the machine's adapter (lavapipe on a machine without a
+GPU) in f32 and f16 compute on the f32 and q4 weights: fidelity, resident memory after load (on a
+CPU adapter the device buffers live in the process) and encode time at batch 1.
 
 Needs torch + transformers (the venv of tests/golden/generate.py). Prints Markdown tables.
 """
@@ -34,8 +38,8 @@ def run(*args):
     return out.stdout
 
 
-def embed(model_dir, pixels_out=None):
-    args = [TOOL, "embed", "--backend", "cpu", "--model", model_dir, "--image", GOLDEN / "images"]
+def embed(model_dir, pixels_out=None, backend="cpu"):
+    args = [TOOL, "embed", "--backend", backend, "--model", model_dir, "--image", GOLDEN / "images"]
     for t in TEXTS:
         args += ["--text", t]
     if pixels_out:
@@ -72,6 +76,7 @@ def main():
     global TEXTS
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-gpu", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -146,6 +151,20 @@ def main():
     print("|---" * (len(cols) + 1) + "|")
     for name, s in speed.items():
         print(f"| {name} | " + " | ".join(f"{s.get(c, float('nan')):.1f}" for c in cols) + " |")
+
+    if not args.no_gpu:
+        print("\n| wgpu compute | weights | image cos min / mean | text cos min / mean | RSS after load MB | load ms | image b1 ms | text b1 ms |")
+        print("|---|---|---|---|---|---|---|---|")
+        for dtype in ["f32", "q4"]:
+            for backend in ["wgpu-f32", "wgpu"]:
+                out = tmp / dtype
+                img, _, txt, _ = embed(out, backend=backend)
+                lines = [json.loads(l) for l in run(ROOT / "target/release/examples/encode_bench", out, backend, args.repeats, "1").splitlines()]
+                t = {r["tower"]: r["median_ms"] for r in lines[1:]}
+                impl = lines[1]["impl"]
+                print(f"| {impl} | {dtype} | {min(cos(a, b) for a, b in zip(img, ref_img)):.5f} / {np.mean([cos(a, b) for a, b in zip(img, ref_img)]):.5f} "
+                      f"| {min(cos(a, b) for a, b in zip(txt, ref_txt)):.5f} / {np.mean([cos(a, b) for a, b in zip(txt, ref_txt)]):.5f} "
+                      f"| {lines[0]['rss_mb']:.0f} | {lines[0]['load_ms']:.0f} | {t['image']:.0f} | {t['text']:.0f} |")
     shutil.rmtree(tmp)
 
 

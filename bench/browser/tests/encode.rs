@@ -11,7 +11,9 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
-wasm_bindgen_test_configure!(run_in_browser);
+// In a worker, so that minutes of synchronous CPU encoding do not freeze the page that
+// ChromeDriver polls (it gives up on a renderer silent for 30 s).
+wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 const BASE: &str = env!("OBSCURA_BENCH_URL");
 const BATCHES: [usize; 3] = [1, 8, 32];
@@ -25,9 +27,9 @@ const SIZE: usize = 224;
 const CONTEXT: usize = 77;
 
 async fn fetch(name: &str) -> Vec<u8> {
-    let window = web_sys::window().unwrap();
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
     let response: web_sys::Response =
-        JsFuture::from(window.fetch_with_str(&format!("{BASE}/{name}"))).await.unwrap().dyn_into().unwrap();
+        JsFuture::from(scope.fetch_with_str(&format!("{BASE}/{name}"))).await.unwrap().dyn_into().unwrap();
     assert!(response.ok(), "{name}: HTTP {}", response.status());
     let buffer = JsFuture::from(response.array_buffer().unwrap()).await.unwrap();
     js_sys::Uint8Array::new(&buffer).to_vec()
@@ -38,7 +40,7 @@ async fn fetch_text(name: &str) -> String {
 }
 
 fn now() -> f64 {
-    web_sys::window().unwrap().performance().unwrap().now()
+    js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().performance().unwrap().now()
 }
 
 /// Deterministic pixels, as `model-wasm/examples/encode_bench.rs` makes them.
@@ -92,7 +94,11 @@ async fn obscura(choice: BackendChoice) -> Firsts {
         weights_name: "model.safetensors".into(),
     };
     let clip = Clip::from_files(files, choice).await.unwrap();
-    let name = format!("obscura-{}", clip.backend().kind.name());
+    let info = clip.backend();
+    let name = match info.kind {
+        model_wasm::BackendKind::Wgpu => format!("obscura-{}-{}", info.kind.name(), info.precision.name()),
+        model_wasm::BackendKind::Cpu => format!("obscura-{}", info.kind.name()),
+    };
     console_log!("{{\"impl\": \"{name}\", \"load_ms\": {:.0}}}", now() - t);
     // The longest text the context allows: the worst case for the text tower.
     let long = "an H&E image of ".repeat(30);
