@@ -1,6 +1,8 @@
 //! Encode-time benchmark: image and text encoders at batch 1, 8 and 32 on one backend.
 //!
-//!     cargo run --release -p model-wasm --example encode_bench -- <model dir> <cpu|wgpu> [repeats] [batches]
+//!     cargo run --release -p model-wasm --example encode_bench -- <model dir> <cpu|wgpu|wgpu-f32> [repeats] [batches]
+//!
+//! `wgpu` computes in f16 where the adapter has `shader-f16`; `wgpu-f32` always in f32.
 //!
 //! Prints the load time, then one JSON line per (tower, batch): median and min ms per item over
 //! `repeats` runs after one warm-up (`batches`: comma-separated, default 1,8,32).
@@ -8,7 +10,7 @@
 
 use std::time::Instant;
 
-use model_wasm::{BackendChoice, Clip, Pixels};
+use model_wasm::{BackendChoice, BackendKind, Clip, Pixels};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -20,10 +22,22 @@ fn main() {
         .split(',')
         .map(|b| b.parse().expect("batch sizes"))
         .collect();
-    let choice = if backend == "wgpu" { BackendChoice::Wgpu } else { BackendChoice::Cpu };
+    let choice = match backend {
+        "wgpu" => BackendChoice::Wgpu,
+        "wgpu-f32" => BackendChoice::WgpuF32,
+        "cpu" => BackendChoice::Cpu,
+        other => panic!("unknown backend {other:?}: cpu, wgpu or wgpu-f32"),
+    };
     let start = Instant::now();
     let clip = pollster::block_on(Clip::load_dir(dir.as_ref(), choice)).expect("load");
-    println!("{{\"load_ms\": {:.0}}}", start.elapsed().as_secs_f64() * 1000.0);
+    // On lavapipe (and other CPU adapters) device buffers live in the process, so the resident
+    // size after load shows what the weights take on the "GPU".
+    println!("{{\"load_ms\": {:.0}, \"rss_mb\": {:.0}}}", start.elapsed().as_secs_f64() * 1000.0, rss_mb());
+    let info = clip.backend();
+    let name = match info.kind {
+        BackendKind::Wgpu => format!("obscura-{}-{}", info.kind.name(), info.precision.name()),
+        BackendKind::Cpu => format!("obscura-{}", info.kind.name()),
+    };
     let s = clip.config.vision.image_size as u32;
     let pixel = |i: usize| Pixels {
         height: s,
@@ -50,11 +64,20 @@ fn main() {
             let mut times: Vec<f64> = (0..repeats).map(|_| run()).collect();
             times.sort_by(f64::total_cmp);
             println!(
-                "{{\"impl\": \"obscura-{}\", \"tower\": \"{tower}\", \"batch\": {batch}, \"median_ms\": {:.2}, \"min_ms\": {:.2}}}",
-                clip.backend().kind.name(),
+                "{{\"impl\": \"{name}\", \"tower\": \"{tower}\", \"batch\": {batch}, \"median_ms\": {:.2}, \"min_ms\": {:.2}}}",
                 times[times.len() / 2],
                 times[0]
             );
         }
     }
+}
+
+/// Resident set size of this process in MB (Linux), NaN elsewhere.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

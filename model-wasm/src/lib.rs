@@ -31,7 +31,7 @@ pub mod weights;
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig, TextPooling};
 pub use error::{Error, ImageProblem, Result};
 pub use preprocess::{Exif, Pixels, PreprocessConfig, Rgb8};
-pub use runtime::{BackendChoice, BackendInfo, BackendKind, Encoder};
+pub use runtime::{BackendChoice, BackendInfo, BackendKind, Encoder, Precision};
 pub use tokenizer::ClipTokenizer;
 pub use converted::{Manifest, ModelCard, Scheme};
 pub use weights::{HostTensor, Weights};

@@ -5,14 +5,44 @@
 //! names is in [`ClipModel::from_weights`]. Linear weights are stored transposed (`[in, out]`)
 //! so every projection is one `matmul` over the flattened batch.
 
-use burn::tensor::{Int, Tensor, TensorData, activation, backend::Backend, module::embedding};
+use burn::tensor::{
+    DType, FloatDType, Int, Tensor, TensorCreationOptions, TensorData, activation, backend::Backend, module::embedding,
+};
 
 use crate::config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig, TextPooling};
 use crate::error::{Error, Result};
 use crate::weights::{HostTensor, Weights};
 
-fn tensor<B: Backend, const D: usize>(t: HostTensor, device: &B::Device) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(t.data, t.shape), device)
+/// Where the model's tensors live and in which float type they are computed.
+///
+/// `F16` halves the GPU memory of the weights and activations; LayerNorm statistics and the
+/// attention softmax are still computed in f32 (as PyTorch's autocast does): an f16 variance
+/// overflows on real activations, and the causal mask's large negative does not fit in f16.
+#[derive(Debug, Clone)]
+pub struct Place<B: Backend> {
+    pub device: B::Device,
+    pub dtype: FloatDType,
+}
+
+impl<B: Backend> Place<B> {
+    pub fn f32(device: &B::Device) -> Self {
+        Self { device: device.clone(), dtype: FloatDType::F32 }
+    }
+
+    /// A host tensor (f32) on the device in the compute type.
+    pub fn tensor<const D: usize>(&self, t: HostTensor) -> Tensor<B, D> {
+        self.with_dtype(t, self.dtype)
+    }
+
+    /// A host tensor on the device in f32, whatever the compute type.
+    fn tensor_f32<const D: usize>(&self, t: HostTensor) -> Tensor<B, D> {
+        self.with_dtype(t, FloatDType::F32)
+    }
+
+    fn with_dtype<const D: usize>(&self, t: HostTensor, dtype: FloatDType) -> Tensor<B, D> {
+        let options = TensorCreationOptions::new(self.device.clone()).with_dtype(DType::from(dtype));
+        Tensor::from_data(TensorData::new(t.data, t.shape), options)
+    }
 }
 
 /// `nn.Linear` with the weight kept as `[in, out]`.
@@ -23,7 +53,7 @@ struct Linear<B: Backend> {
 }
 
 impl<B: Backend> Linear<B> {
-    fn load(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Result<Self> {
+    fn load(w: &mut Weights, prefix: &str, d_in: usize, d_out: usize, bias: bool, place: &Place<B>) -> Result<Self> {
         let t = w.take(&format!("{prefix}.weight"), &[d_out, d_in])?;
         // PyTorch stores [out, in]; transpose on the host once.
         let mut data = vec![0f32; t.data.len()];
@@ -32,8 +62,8 @@ impl<B: Backend> Linear<B> {
                 data[i * d_out + o] = t.data[o * d_in + i];
             }
         }
-        let weight = tensor(HostTensor { shape: vec![d_in, d_out], data }, device);
-        let bias = if bias { Some(tensor(w.take(&format!("{prefix}.bias"), &[d_out])?, device)) } else { None };
+        let weight = place.tensor(HostTensor { shape: vec![d_in, d_out], data });
+        let bias = if bias { Some(place.tensor(w.take(&format!("{prefix}.bias"), &[d_out])?)) } else { None };
         Ok(Self { weight, bias })
     }
 
@@ -59,27 +89,31 @@ impl<B: Backend> Linear<B> {
     }
 }
 
+/// `nn.LayerNorm`, computed in f32 whatever the compute type; the result is cast back.
 #[derive(Debug, Clone)]
 struct LayerNorm<B: Backend> {
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     eps: f64,
+    dtype: FloatDType,
 }
 
 impl<B: Backend> LayerNorm<B> {
-    fn load(w: &mut Weights, prefix: &str, d: usize, eps: f64, device: &B::Device) -> Result<Self> {
+    fn load(w: &mut Weights, prefix: &str, d: usize, eps: f64, place: &Place<B>) -> Result<Self> {
         Ok(Self {
-            gamma: tensor(w.take(&format!("{prefix}.weight"), &[d])?, device),
-            beta: tensor(w.take(&format!("{prefix}.bias"), &[d])?, device),
+            gamma: place.tensor_f32(w.take(&format!("{prefix}.weight"), &[d])?),
+            beta: place.tensor_f32(w.take(&format!("{prefix}.bias"), &[d])?),
             eps,
+            dtype: place.dtype,
         })
     }
 
     /// Normalises over the last dimension (biased variance, as `nn.LayerNorm`).
     fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let x = x.cast(FloatDType::F32);
         let (var, mean) = x.clone().var_mean_bias(D - 1);
         let x = (x - mean) / (var + self.eps).sqrt();
-        x * self.gamma.clone().unsqueeze() + self.beta.clone().unsqueeze()
+        (x * self.gamma.clone().unsqueeze() + self.beta.clone().unsqueeze()).cast(self.dtype)
     }
 }
 
@@ -115,16 +149,16 @@ impl<B: Backend> EncoderLayer<B> {
         heads: usize,
         eps: f64,
         act: Activation,
-        device: &B::Device,
+        place: &Place<B>,
     ) -> Result<Self> {
-        let lin = |w: &mut Weights, name: &str, i, o| Linear::load(w, &format!("{prefix}.{name}"), i, o, true, device);
+        let lin = |w: &mut Weights, name: &str, i, o| Linear::load(w, &format!("{prefix}.{name}"), i, o, true, place);
         Ok(Self {
-            ln1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), d, eps, device)?,
+            ln1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), d, eps, place)?,
             q: lin(w, "self_attn.q_proj", d, d)?,
             k: lin(w, "self_attn.k_proj", d, d)?,
             v: lin(w, "self_attn.v_proj", d, d)?,
             out: lin(w, "self_attn.out_proj", d, d)?,
-            ln2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), d, eps, device)?,
+            ln2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), d, eps, place)?,
             fc1: lin(w, "mlp.fc1", d, inter)?,
             fc2: lin(w, "mlp.fc2", inter, d)?,
             heads,
@@ -134,10 +168,11 @@ impl<B: Backend> EncoderLayer<B> {
 
     /// # Shapes
     /// - x: `[batch, tokens, hidden]`
-    /// - mask: `[tokens, tokens]` additive (causal text mask) or none
+    /// - mask: `[tokens, tokens]` additive, f32 (causal text mask) or none
     /// - output: `[batch, tokens, hidden]`
     fn forward(&self, x: Tensor<B, 3>, mask: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
+        let dtype = self.ln1.dtype;
         let (h, hd) = (self.heads, d / self.heads);
         let y = self.ln1.forward(x.clone());
         let split = |y: Tensor<B, 3>| y.reshape([b, t, h, hd]).swap_dims(1, 2);
@@ -145,11 +180,11 @@ impl<B: Backend> EncoderLayer<B> {
         let q = split(self.q.forward3(y.clone()));
         let k = split(self.k.forward3(y.clone()));
         let v = split(self.v.forward3(y));
-        let mut scores = q.matmul(k.transpose()) * (hd as f64).powf(-0.5);
+        let mut scores = q.matmul(k.transpose()).cast(FloatDType::F32) * (hd as f64).powf(-0.5);
         if let Some(m) = mask {
             scores = scores + m.clone().unsqueeze::<4>();
         }
-        let attn = activation::softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let attn = activation::softmax(scores, 3).cast(dtype).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
         let x = x + self.out.forward3(attn);
         let y = self.ln2.forward(x.clone());
         x + self.fc2.forward3(activate(self.fc1.forward3(y), self.act))
@@ -165,10 +200,10 @@ fn load_layers<B: Backend>(
     heads: usize,
     eps: f64,
     act: Activation,
-    device: &B::Device,
+    place: &Place<B>,
 ) -> Result<Vec<EncoderLayer<B>>> {
     (0..n)
-        .map(|i| EncoderLayer::load(w, &format!("{prefix}.encoder.layers.{i}"), d, inter, heads, eps, act, device))
+        .map(|i| EncoderLayer::load(w, &format!("{prefix}.encoder.layers.{i}"), d, inter, heads, eps, act, place))
         .collect()
 }
 
@@ -187,7 +222,7 @@ pub struct ClipVision<B: Backend> {
 }
 
 impl<B: Backend> ClipVision<B> {
-    fn load(w: &mut Weights, c: &ClipVisionConfig, proj: usize, device: &B::Device) -> Result<Self> {
+    fn load(w: &mut Weights, c: &ClipVisionConfig, proj: usize, place: &Place<B>) -> Result<Self> {
         let (d, p) = (c.hidden_size, c.patch_size);
         let conv = w.take("vision_model.embeddings.patch_embedding.weight", &[d, c.num_channels, p, p])?;
         // [hidden, 3, P, P] -> [hidden, 3*P*P] -> transpose.
@@ -201,22 +236,23 @@ impl<B: Backend> ClipVision<B> {
         let eps = c.layer_norm_eps;
         Ok(Self {
             config: c.clone(),
-            patch: tensor(HostTensor { shape: vec![k, d], data: patch }, device),
-            class: tensor(w.take("vision_model.embeddings.class_embedding", &[d])?, device),
-            position: tensor(w.take("vision_model.embeddings.position_embedding.weight", &[c.num_patches() + 1, d])?, device),
-            pre_ln: LayerNorm::load(w, "vision_model.pre_layrnorm", d, eps, device)?,
-            layers: load_layers(w, "vision_model", c.num_hidden_layers, d, c.intermediate_size, c.num_attention_heads, eps, c.hidden_act, device)?,
-            post_ln: LayerNorm::load(w, "vision_model.post_layernorm", d, eps, device)?,
-            projection: Linear::load(w, "visual_projection", d, proj, false, device)?,
+            patch: place.tensor(HostTensor { shape: vec![k, d], data: patch }),
+            class: place.tensor(w.take("vision_model.embeddings.class_embedding", &[d])?),
+            position: place.tensor(w.take("vision_model.embeddings.position_embedding.weight", &[c.num_patches() + 1, d])?),
+            pre_ln: LayerNorm::load(w, "vision_model.pre_layrnorm", d, eps, place)?,
+            layers: load_layers(w, "vision_model", c.num_hidden_layers, d, c.intermediate_size, c.num_attention_heads, eps, c.hidden_act, place)?,
+            post_ln: LayerNorm::load(w, "vision_model.post_layernorm", d, eps, place)?,
+            projection: Linear::load(w, "visual_projection", d, proj, false, place)?,
         })
     }
 
-    /// Image features (projected, not normalised).
+    /// Image features (projected, not normalised), in f32.
     ///
     /// # Shapes
-    /// - pixels: `[batch, 3, size, size]`
+    /// - pixels: `[batch, 3, size, size]`, any float type (cast to the compute type)
     /// - output: `[batch, projection_dim]`
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
+        let pixels = pixels.cast(self.pre_ln.dtype);
         let [b, c, s, _] = pixels.dims();
         let (p, d) = (self.config.patch_size, self.config.hidden_size);
         let g = s / p;
@@ -231,7 +267,7 @@ impl<B: Backend> ClipVision<B> {
             x = layer.forward(x, None);
         }
         let pooled = x.narrow(1, 0, 1).reshape([b, d]);
-        self.projection.forward2(self.post_ln.forward(pooled))
+        self.projection.forward2(self.post_ln.forward(pooled)).cast(FloatDType::F32)
     }
 }
 
@@ -244,12 +280,12 @@ pub struct ClipText<B: Backend> {
     layers: Vec<EncoderLayer<B>>,
     final_ln: LayerNorm<B>,
     projection: Linear<B>,
-    /// Additive causal mask for the full context length.
+    /// Additive causal mask for the full context length, in f32.
     mask: Tensor<B, 2>,
 }
 
 impl<B: Backend> ClipText<B> {
-    fn load(w: &mut Weights, c: &ClipTextConfig, proj: usize, device: &B::Device) -> Result<Self> {
+    fn load(w: &mut Weights, c: &ClipTextConfig, proj: usize, place: &Place<B>) -> Result<Self> {
         let d = c.hidden_size;
         let eps = c.layer_norm_eps;
         let n = c.max_position_embeddings;
@@ -257,12 +293,12 @@ impl<B: Backend> ClipText<B> {
         let mask: Vec<f32> = (0..n * n).map(|i| if i % n > i / n { -1e9 } else { 0.0 }).collect();
         Ok(Self {
             config: c.clone(),
-            token: tensor(w.take("text_model.embeddings.token_embedding.weight", &[c.vocab_size, d])?, device),
-            position: tensor(w.take("text_model.embeddings.position_embedding.weight", &[n, d])?, device),
-            layers: load_layers(w, "text_model", c.num_hidden_layers, d, c.intermediate_size, c.num_attention_heads, eps, c.hidden_act, device)?,
-            final_ln: LayerNorm::load(w, "text_model.final_layer_norm", d, eps, device)?,
-            projection: Linear::load(w, "text_projection", d, proj, false, device)?,
-            mask: tensor(HostTensor { shape: vec![n, n], data: mask }, device),
+            token: place.tensor(w.take("text_model.embeddings.token_embedding.weight", &[c.vocab_size, d])?),
+            position: place.tensor(w.take("text_model.embeddings.position_embedding.weight", &[n, d])?),
+            layers: load_layers(w, "text_model", c.num_hidden_layers, d, c.intermediate_size, c.num_attention_heads, eps, c.hidden_act, place)?,
+            final_ln: LayerNorm::load(w, "text_model.final_layer_norm", d, eps, place)?,
+            projection: Linear::load(w, "text_projection", d, proj, false, place)?,
+            mask: place.tensor_f32(HostTensor { shape: vec![n, n], data: mask }),
         })
     }
 
@@ -281,7 +317,7 @@ impl<B: Backend> ClipText<B> {
             .collect()
     }
 
-    /// Text features (projected, not normalised).
+    /// Text features (projected, not normalised), in f32.
     ///
     /// # Shapes
     /// - ids: `batch` sequences of equal length `tokens ≤ max_position_embeddings`
@@ -310,7 +346,7 @@ impl<B: Backend> ClipText<B> {
         // LayerNorm is per token, so normalising only the pooled rows is the same as
         // `final_layer_norm` on every token followed by the gather.
         let pooled = x.reshape([b * t, d]).select(0, rows);
-        Ok(self.projection.forward2(self.final_ln.forward(pooled)))
+        Ok(self.projection.forward2(self.final_ln.forward(pooled)).cast(FloatDType::F32))
     }
 }
 
@@ -344,10 +380,10 @@ impl<B: Backend> ClipModel<B> {
     /// | `logit_scale` (0-d) | `logit_scale` |
     ///
     /// `*.position_ids` buffers are ignored.
-    pub fn from_weights(config: &ClipConfig, mut w: Weights, device: &B::Device) -> Result<Self> {
+    pub fn from_weights(config: &ClipConfig, mut w: Weights, place: &Place<B>) -> Result<Self> {
         Ok(Self {
-            vision: ClipVision::load(&mut w, &config.vision, config.projection_dim, device)?,
-            text: ClipText::load(&mut w, &config.text, config.projection_dim, device)?,
+            vision: ClipVision::load(&mut w, &config.vision, config.projection_dim, place)?,
+            text: ClipText::load(&mut w, &config.text, config.projection_dim, place)?,
             logit_scale: w.take_scalar("logit_scale")?,
         })
     }

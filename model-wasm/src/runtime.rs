@@ -4,30 +4,50 @@
 
 use burn::backend::NdArray;
 use burn::backend::wgpu::{Wgpu, WgpuDevice};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{FloatDType, Tensor, TensorData, backend::Backend};
 
 use crate::config::ClipConfig;
 use crate::error::{Error, Result};
-use crate::model::ClipModel;
+use crate::model::{ClipModel, Place};
 use crate::preprocess::Pixels;
 use crate::weights::Weights;
 
 /// What the caller asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackendChoice {
-    /// GPU when an adapter can be had, else the CPU.
+    /// GPU when an adapter can be had (in f16 where it has `shader-f16`), else the CPU.
     #[default]
     Auto,
-    /// GPU or an error.
+    /// GPU or an error; f16 compute where the adapter has `shader-f16`, else f32.
     Wgpu,
+    /// GPU or an error, always computing in f32 (the closest to the reference).
+    WgpuF32,
     /// CPU only.
     Cpu,
+}
+
+/// The float type the encoder computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    F32,
+    /// Weights and activations in f16; LayerNorm and softmax in f32.
+    F16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
 }
 
 /// What runs, and why when it is not what was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendInfo {
     pub kind: BackendKind,
+    pub precision: Precision,
     /// Adapter name on the GPU path.
     pub adapter: Option<String>,
     /// Set when the GPU was wanted but the CPU runs (e.g. "no WebGPU adapter").
@@ -66,35 +86,64 @@ pub enum Encoder {
     Gpu(ClipModel<Gpu>, WgpuDevice),
 }
 
-/// Initialise the wgpu runtime once per process. Returns the adapter's name, or why none.
-async fn init_wgpu() -> std::result::Result<(WgpuDevice, String), String> {
+/// The wgpu adapter in use.
+#[derive(Debug, Clone)]
+struct Adapter {
+    name: String,
+    /// `shader-f16`: f16 arithmetic and storage in shaders. burn's wgpu runtime requests every
+    /// feature the adapter has, so the device has it too.
+    f16: bool,
+}
+
+/// Initialise the wgpu runtime once per process (burn's runtime is global). Returns the adapter,
+/// or why none.
+async fn init_wgpu() -> std::result::Result<(WgpuDevice, Adapter), String> {
+    // Natively, callers on several threads (tests) must not both initialise: the lock is held
+    // across the probe. In wasm there is one thread and no blocking lock.
+    #[cfg(not(target_family = "wasm"))]
+    static INIT: std::sync::Mutex<Option<std::result::Result<Adapter, String>>> = std::sync::Mutex::new(None);
+    #[cfg(not(target_family = "wasm"))]
+    let mut slot = INIT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    #[cfg(target_family = "wasm")]
     thread_local! {
-        static INIT: std::cell::RefCell<Option<std::result::Result<String, String>>> = const { std::cell::RefCell::new(None) };
+        static INIT: std::cell::RefCell<Option<std::result::Result<Adapter, String>>> = const { std::cell::RefCell::new(None) };
     }
-    if let Some(done) = INIT.with(|c| c.borrow().clone()) {
-        return done.map(|name| (WgpuDevice::default(), name));
+    #[cfg(target_family = "wasm")]
+    let slot = INIT.with(|c| c.borrow().clone());
+    if let Some(done) = slot.clone() {
+        return done.map(|adapter| (WgpuDevice::default(), adapter));
     }
+    let result = probe_and_init().await;
+    #[cfg(not(target_family = "wasm"))]
+    {
+        *slot = Some(result.clone());
+    }
+    #[cfg(target_family = "wasm")]
+    INIT.with(|c| *c.borrow_mut() = Some(result.clone()));
+    result.map(|adapter| (WgpuDevice::default(), adapter))
+}
+
+async fn probe_and_init() -> std::result::Result<Adapter, String> {
     // Probe first: burn panics when it finds no adapter, and a panic aborts a wasm worker.
     let instance = wgpu::Instance::default();
-    let result = match instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await {
+    match instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await {
         Ok(adapter) => {
             let info = adapter.get_info();
+            let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
             drop(adapter);
             burn::backend::wgpu::init_setup_async::<burn::backend::wgpu::graphics::AutoGraphicsApi>(
                 &WgpuDevice::default(),
                 Default::default(),
             )
             .await;
-            Ok(format!("{} ({:?})", info.name, info.backend))
+            Ok(Adapter { name: format!("{} ({:?})", info.name, info.backend), f16 })
         }
         Err(e) => Err(if cfg!(target_family = "wasm") {
             format!("no WebGPU adapter ({e})")
         } else {
             format!("no GPU adapter ({e})")
         }),
-    };
-    INIT.with(|c| *c.borrow_mut() = Some(result.clone()));
-    result.map(|name| (WgpuDevice::default(), name))
+    }
 }
 
 impl Encoder {
@@ -106,14 +155,25 @@ impl Encoder {
         };
         match (gpu, choice) {
             (Ok((device, adapter)), _) => {
-                let model = ClipModel::from_weights(config, weights, &device)?;
-                let info = BackendInfo { kind: BackendKind::Wgpu, adapter: Some(adapter), fallback_reason: None };
+                let precision =
+                    if adapter.f16 && choice != BackendChoice::WgpuF32 { Precision::F16 } else { Precision::F32 };
+                let dtype = match precision {
+                    Precision::F32 => FloatDType::F32,
+                    Precision::F16 => FloatDType::F16,
+                };
+                let model = ClipModel::from_weights(config, weights, &Place { device: device.clone(), dtype })?;
+                let info =
+                    BackendInfo { kind: BackendKind::Wgpu, precision, adapter: Some(adapter.name), fallback_reason: None };
                 Ok((Self::Gpu(model, device), info))
             }
-            (Err(Some(reason)), BackendChoice::Wgpu) => Err(Error::Backend { backend: "wgpu", reason }),
+            (Err(Some(reason)), BackendChoice::Wgpu | BackendChoice::WgpuF32) => {
+                Err(Error::Backend { backend: "wgpu", reason })
+            }
             (Err(reason), _) => {
-                let model = ClipModel::from_weights(config, weights, &Default::default())?;
-                Ok((Self::Cpu(model), BackendInfo { kind: BackendKind::Cpu, adapter: None, fallback_reason: reason }))
+                let model = ClipModel::from_weights(config, weights, &Place::f32(&Default::default()))?;
+                let info =
+                    BackendInfo { kind: BackendKind::Cpu, precision: Precision::F32, adapter: None, fallback_reason: reason };
+                Ok((Self::Cpu(model), info))
             }
         }
     }

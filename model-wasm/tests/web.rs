@@ -3,7 +3,7 @@
 //! through wasm-bindgen-test-runner and chromedriver (flags in `webdriver.json`).
 #![cfg(target_arch = "wasm32")]
 
-use model_wasm::{BackendChoice, BackendKind, Clip, ModelFiles, Pixels};
+use model_wasm::{BackendChoice, BackendKind, Clip, ModelFiles, Pixels, Precision};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -36,10 +36,14 @@ fn cosine(a: &[f32], b: &[f64]) -> f64 {
     dot / (na * nb)
 }
 
+/// `min_cos` for f32 compute; f16 compute (WebGPU with `shader-f16`) is held to 0.999, as in
+/// `tests/tests/golden.rs`.
 async fn check(choice: BackendChoice, want: BackendKind, min_cos: f64) {
     let g: serde_json::Value = serde_json::from_str(GOLDEN).unwrap();
     let clip = Clip::from_files(files(), choice).await.unwrap();
     assert_eq!(clip.backend().kind, want, "{:?}", clip.backend());
+    console_log!("{want:?} computes in {}", clip.backend().precision.name());
+    let min_cos = if clip.backend().precision == Precision::F16 { 0.999 } else { min_cos };
     // Decode + preprocess + encode in the browser, from the file's bytes.
     let pixels: Pixels = clip.pixels(IMAGE, "rgba-64x48.png", model_wasm::Exif::Apply).unwrap();
     let emb = clip.embed_images(&[pixels]).await.unwrap();
@@ -60,6 +64,7 @@ async fn check(choice: BackendChoice, want: BackendKind, min_cos: f64) {
 
 #[wasm_bindgen_test]
 async fn webgpu_matches_transformers() {
+    // The app's choice: f16 where the adapter has shader-f16.
     check(BackendChoice::Wgpu, BackendKind::Wgpu, 0.9999).await;
 }
 

@@ -93,6 +93,10 @@ try {
   await page.waitForFunction(() => /webgpu|cpu/.test(document.querySelector('[data-testid="backend"]')?.textContent ?? ""), null, { timeout: 600_000 });
   const badgeText = await badge.textContent();
   check(badgeText.startsWith(backend), `backend badge says ${backend}: "${badgeText}"`);
+  if (backend === "webgpu") {
+    const detail = (await badge.getAttribute("title")) ?? "";
+    check(/\b(f16|f32) compute$/.test(detail), `the badge's title says which float type WebGPU computes in: "${detail}"`);
+  }
   const firstModel = (Date.now() - started) / 1000;
   const firstVisitBytes = servedBytes;
 

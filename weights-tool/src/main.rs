@@ -75,9 +75,13 @@ struct EmbedArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Backend {
+    /// The GPU if there is one (f16 compute where it has shader-f16), else the CPU.
     Auto,
     Cpu,
+    /// The GPU, in f16 where it has shader-f16.
     Wgpu,
+    /// The GPU, always in f32.
+    WgpuF32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -96,6 +100,8 @@ enum Format {
 struct EmbedOutput {
     model: String,
     backend: String,
+    /// `f32` or `f16`: the float type the encoder computed in.
+    precision: String,
     images: Vec<ImageOut>,
     texts: Vec<TextOut>,
     logits_per_image: Vec<Vec<f32>>,
@@ -167,6 +173,7 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         Backend::Auto => BackendChoice::Auto,
         Backend::Cpu => BackendChoice::Cpu,
         Backend::Wgpu => BackendChoice::Wgpu,
+        Backend::WgpuF32 => BackendChoice::WgpuF32,
     };
     let exif = match args.exif {
         ExifArg::Apply => Exif::Apply,
@@ -218,6 +225,7 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let out = EmbedOutput {
         model: args.model.display().to_string(),
         backend: clip.backend().kind.name().to_string(),
+        precision: clip.backend().precision.name().to_string(),
         logits_per_image: clip.logits_per_image(&image_emb, &text_emb),
         images,
         texts: args

@@ -56,6 +56,7 @@ fn embed_prints_json_skips_bad_images_and_exits_nonzero() {
 
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["backend"], "cpu");
+    assert_eq!(json["precision"], "f32", "the CPU backend computes in f32");
     let images = json["images"].as_array().unwrap();
     assert_eq!(images.len(), 2, "the good images are still embedded");
     let gold = golden_json(model);

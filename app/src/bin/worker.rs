@@ -250,7 +250,8 @@ mod worker {
                 // Browsers often hide the adapter's name: wgpu then reports " (BrowserWebGpu)".
                 let name = info.adapter.unwrap_or_default();
                 let name = name.trim();
-                (Backend::Webgpu, if name.is_empty() || name.starts_with('(') { "WebGPU".into() } else { name.to_string() })
+                let name = if name.is_empty() || name.starts_with('(') { "WebGPU" } else { name };
+                (Backend::Webgpu, format!("{name}, {} compute", info.precision.name()))
             }
             _ => (Backend::Cpu, info.fallback_reason.unwrap_or_else(|| "CPU backend".into())),
         }
