@@ -191,6 +191,7 @@ impl<B: Backend> EncoderLayer<B> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn load_layers<B: Backend>(
     w: &mut Weights,
     prefix: &str,

@@ -81,6 +81,7 @@ type Gpu = Wgpu<f32, i32>;
 
 /// A loaded model on one backend.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per loaded model; boxing buys nothing
 pub enum Encoder {
     Cpu(ClipModel<Cpu>),
     Gpu(ClipModel<Gpu>, WgpuDevice),
@@ -97,6 +98,7 @@ struct Adapter {
 
 /// Initialise the wgpu runtime once per process (burn's runtime is global). Returns the adapter,
 /// or why none.
+#[allow(clippy::await_holding_lock)] // on purpose: a second caller waits for the first's init
 async fn init_wgpu() -> std::result::Result<(WgpuDevice, Adapter), String> {
     // Natively, callers on several threads (tests) must not both initialise: the lock is held
     // across the probe. In wasm there is one thread and no blocking lock.

@@ -66,7 +66,10 @@ fn decode_all(clip: &Clip, dir: &Path, images: &[RefImage]) -> Vec<model_wasm::P
 }
 
 /// Embeds every demo tile (decoded from its file) and the reference prompts.
-fn embed_collection(clip: &Clip, r: &Reference) -> (Vec<Vec<u32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+/// Token ids, text embeddings, image embeddings.
+type Embedded = (Vec<Vec<u32>>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+fn embed_collection(clip: &Clip, r: &Reference) -> Embedded {
     let pixels = decode_all(clip, &root().join("public/samples"), &r.images);
     let mut images = Vec::new();
     for chunk in pixels.chunks(32) {
