@@ -537,3 +537,33 @@ fn find_manifests(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::q4_keeps_q8;
+
+    #[test]
+    fn q4_keeps_the_measured_sensitive_text_tensors_in_q8() {
+        for name in [
+            "text_projection.weight",
+            "text_model.encoder.layers.0.mlp.fc1.weight",
+            "text_model.encoder.layers.0.self_attn.q_proj.weight",
+            "text_model.encoder.layers.7.self_attn.v_proj.weight",
+            "text_model.encoder.layers.11.self_attn.out_proj.weight",
+        ] {
+            assert!(q4_keeps_q8(name), "{name} stays q8");
+        }
+        for name in [
+            "visual_projection.weight",
+            "vision_model.encoder.layers.0.mlp.fc1.weight",
+            "vision_model.encoder.layers.3.self_attn.v_proj.weight",
+            "vision_model.encoder.layers.3.self_attn.out_proj.weight",
+            "text_model.encoder.layers.10.mlp.fc2.weight",
+            "text_model.encoder.layers.5.self_attn.q_proj.weight",
+            "text_model.encoder.layers.1.self_attn.k_proj.weight",
+            "text_model.embeddings.token_embedding.weight",
+        ] {
+            assert!(!q4_keeps_q8(name), "{name} is q4");
+        }
+    }
+}
