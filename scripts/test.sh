@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
 
 start=$(date +%s)
+# One clean build: incremental caches would only add gigabytes to the target dir.
+export CARGO_INCREMENTAL=0
 echo "== native tests"
 cargo test --workspace
 
