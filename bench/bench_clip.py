@@ -2,7 +2,10 @@
 """Full-size ViT-B/32 CLIP (random weights, openai/clip-vit-base-patch32's config values):
 PyTorch fp32 CPU and Obscura's backends, same weights, same machine, one run.
 
-    /tmp/ref/bin/python bench/bench_clip.py [--repeats 3] [--backends cpu,wgpu]
+    /tmp/ref/bin/python bench/bench_clip.py [--repeats 3] [--backends cpu,wgpu] [--gemm]
+
+--gemm adds a table of matrix-multiply throughput on the model's shapes (batch 8): torch.matmul
+against the CPU backend's (model-wasm/examples/gemm_bench.rs), 2 threads each.
 
 Needs torch + transformers (see tests/golden/generate.py). Prints a Markdown table.
 """
@@ -19,6 +22,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backends", default="cpu")
+    ap.add_argument("--gemm", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -64,6 +68,26 @@ def main():
             base = get.get("pytorch-fp32")
             print(f"| {tower} | {batch} | " + " | ".join(f"{get.get(i, float('nan')):.1f}" for i in impls) + " | " +
                   " | ".join(f"{get.get(i, float('nan')) / base:.2f}x" for i in impls[1:]) + " |")
+    if args.gemm:
+        gemm()
+
+
+def gemm(repeats=20):
+    out = subprocess.run(["cargo", "run", "-q", "--release", "-p", "model-wasm", "--example", "gemm_bench", "--",
+                          str(repeats)], cwd=ROOT, capture_output=True, text=True, check=True)
+    ours = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+    print("\n| shape (batch 8) | torch.matmul GFLOP/s | burn-ndarray GFLOP/s | burn-ndarray / torch |")
+    print("|---|---|---|---|")
+    with torch.no_grad():
+        for r in ours:
+            a = torch.randn(r["batch"], r["m"], r["k"])
+            b = torch.randn(r["batch"], r["k"], r["n"])
+            torch.matmul(a, b)
+            best = float("inf")
+            for _ in range(repeats):
+                t = time.perf_counter(); torch.matmul(a, b); best = min(best, time.perf_counter() - t)
+            theirs = 2 * r["batch"] * r["m"] * r["k"] * r["n"] / best / 1e9
+            print(f"| {r['shape']} | {theirs:.1f} | {r['gflops']:.1f} | {r['gflops'] / theirs:.2f}x |")
 
 
 if __name__ == "__main__":

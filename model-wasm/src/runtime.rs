@@ -4,7 +4,7 @@
 
 use burn::backend::NdArray;
 use burn::backend::wgpu::{Wgpu, WgpuDevice};
-use burn::tensor::{FloatDType, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
 
 use crate::config::ClipConfig;
 use crate::error::{Error, Result};
@@ -39,6 +39,14 @@ impl Precision {
         match self {
             Self::F32 => "f32",
             Self::F16 => "f16",
+        }
+    }
+
+    /// The backend's name in errors.
+    fn gpu_label(self) -> &'static str {
+        match self {
+            Self::F32 => "wgpu",
+            Self::F16 => "wgpu (f16 compute)",
         }
     }
 }
@@ -84,15 +92,14 @@ type Gpu = Wgpu<f32, i32>;
 #[allow(clippy::large_enum_variant)] // one per loaded model; boxing buys nothing
 pub enum Encoder {
     Cpu(ClipModel<Cpu>),
-    Gpu(ClipModel<Gpu>, WgpuDevice),
+    Gpu(ClipModel<Gpu>, WgpuDevice, Precision),
 }
 
 /// The wgpu adapter in use.
 #[derive(Debug, Clone)]
 struct Adapter {
     name: String,
-    /// `shader-f16`: f16 arithmetic and storage in shaders. burn's wgpu runtime requests every
-    /// feature the adapter has, so the device has it too.
+    /// The device runs f16 kernels (`shader-f16`: f16 arithmetic and storage in shaders).
     f16: bool,
 }
 
@@ -131,13 +138,16 @@ async fn probe_and_init() -> std::result::Result<Adapter, String> {
     match instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await {
         Ok(adapter) => {
             let info = adapter.get_info();
-            let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
             drop(adapter);
+            let device = WgpuDevice::default();
             burn::backend::wgpu::init_setup_async::<burn::backend::wgpu::graphics::AutoGraphicsApi>(
-                &WgpuDevice::default(),
+                &device,
                 Default::default(),
             )
             .await;
+            // Ask the runtime burn set up, not the probe's adapter: on a machine with two GPUs
+            // they can differ. cubecl registers f16 for arithmetic only with `shader-f16`.
+            let f16 = <Gpu as Backend>::supports_dtype(&device, DType::F16);
             Ok(Adapter { name: format!("{} ({:?})", info.name, info.backend), f16 })
         }
         Err(e) => Err(if cfg!(target_family = "wasm") {
@@ -166,7 +176,7 @@ impl Encoder {
                 let model = ClipModel::from_weights(config, weights, &Place { device: device.clone(), dtype })?;
                 let info =
                     BackendInfo { kind: BackendKind::Wgpu, precision, adapter: Some(adapter.name), fallback_reason: None };
-                Ok((Self::Gpu(model, device), info))
+                Ok((Self::Gpu(model, device, precision), info))
             }
             (Err(Some(reason)), BackendChoice::Wgpu | BackendChoice::WgpuF32) => {
                 Err(Error::Backend { backend: "wgpu", reason })
@@ -183,7 +193,7 @@ impl Encoder {
     pub fn logit_scale(&self) -> f32 {
         match self {
             Self::Cpu(m) => m.logit_scale,
-            Self::Gpu(m, _) => m.logit_scale,
+            Self::Gpu(m, ..) => m.logit_scale,
         }
     }
 
@@ -191,7 +201,7 @@ impl Encoder {
     pub async fn image_features(&self, pixels: &[Pixels]) -> Result<Vec<Vec<f32>>> {
         match self {
             Self::Cpu(m) => image_features(m, pixels, &Default::default(), "cpu").await,
-            Self::Gpu(m, d) => image_features(m, pixels, d, "wgpu").await,
+            Self::Gpu(m, d, p) => image_features(m, pixels, d, p.gpu_label()).await,
         }
     }
 
@@ -199,7 +209,7 @@ impl Encoder {
     pub async fn text_features(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         match self {
             Self::Cpu(m) => readback(m.text.forward(ids, &Default::default())?, "cpu").await,
-            Self::Gpu(m, d) => readback(m.text.forward(ids, d)?, "wgpu").await,
+            Self::Gpu(m, d, p) => readback(m.text.forward(ids, d)?, p.gpu_label()).await,
         }
     }
 }
@@ -225,5 +235,13 @@ async fn readback<B: Backend>(t: Tensor<B, 2>, backend: &'static str) -> Result<
     let [rows, cols] = t.dims();
     let data = t.into_data_async().await.map_err(|e| Error::Backend { backend, reason: format!("readback failed: {e:?}") })?;
     let flat = data.into_vec::<f32>().map_err(|e| Error::Backend { backend, reason: format!("readback: {e:?}") })?;
+    // A NaN or an infinity would poison every search it takes part in. On f16 compute it means an
+    // activation overflowed (f16 ends at 65504): the caller can retry with BackendChoice::WgpuF32.
+    if let Some(bad) = flat.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Backend {
+            backend,
+            reason: format!("the encoder produced a non-finite value ({}) in row {}", flat[bad], bad / cols.max(1)),
+        });
+    }
     Ok((0..rows).map(|r| flat[r * cols..(r + 1) * cols].to_vec()).collect())
 }

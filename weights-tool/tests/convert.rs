@@ -399,3 +399,148 @@ fn catalog_lists_models_and_their_dtypes() {
     assert_eq!(o.status.code(), Some(2));
     std::fs::remove_dir_all(root).ok();
 }
+
+/// A seeded N(0, 1) stream (splitmix64 + Box-Muller): the medium model below needs no torch.
+struct Normal(u64);
+
+impl Normal {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn sample(&mut self) -> f32 {
+        let (u, v) = (self.uniform().max(1e-300), self.uniform());
+        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
+    }
+
+    fn tensor(&mut self, shape: &[usize], std: f32, mean: f32) -> model_wasm::HostTensor {
+        let n = shape.iter().product();
+        model_wasm::HostTensor { shape: shape.to_vec(), data: (0..n).map(|_| mean + std * self.sample()).collect() }
+    }
+}
+
+/// Writes a random CLIP checkpoint 256 wide, 4 layers per tower, with transformers' initialisation
+/// (`CLIPPreTrainedModel._init_weights`, the init the full-size benchmark uses); LayerNorms and
+/// biases are moved off identity and zero so that their precision is tested too.
+fn medium_checkpoint(dir: &Path) {
+    let (d, inter, layers, heads, patch, size, proj) = (256usize, 1024usize, 4usize, 4usize, 16usize, 64usize, 256usize);
+    let src = golden().join("models/tiny-gelu-eos49407");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(src.join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let tower = |extra: serde_json::Value| {
+        let mut c = serde_json::json!({
+            "hidden_act": "gelu", "hidden_size": d, "intermediate_size": inter, "layer_norm_eps": 1e-5,
+            "num_attention_heads": heads, "num_hidden_layers": layers,
+        });
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let config = serde_json::json!({
+        "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": proj,
+        "text_config": tower(serde_json::json!({"vocab_size": 49408, "max_position_embeddings": 77,
+            "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407})),
+        "vision_config": tower(serde_json::json!({"image_size": size, "patch_size": patch, "num_channels": 3})),
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let pre = serde_json::json!({
+        "crop_size": {"height": size, "width": size}, "do_center_crop": true, "do_convert_rgb": true,
+        "do_normalize": true, "do_rescale": true, "do_resize": true,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_processor_type": "CLIPImageProcessor", "resample": 3, "rescale_factor": 1.0 / 255.0,
+        "size": {"shortest_edge": size},
+    });
+    std::fs::write(dir.join("preprocessor_config.json"), pre.to_string()).unwrap();
+
+    let mut rng = Normal(20261124);
+    let mut t: Vec<(String, model_wasm::HostTensor)> = Vec::new();
+    let (attn_std, out_std, fc_std) = ((d as f32).powf(-0.5) * ((2 * layers) as f32).powf(-0.5), (d as f32).powf(-0.5), ((2 * d) as f32).powf(-0.5));
+    for tower in ["vision_model", "text_model"] {
+        for l in 0..layers {
+            let p = format!("{tower}.encoder.layers.{l}");
+            for (name, o, i, std) in [
+                ("self_attn.q_proj", d, d, attn_std),
+                ("self_attn.k_proj", d, d, attn_std),
+                ("self_attn.v_proj", d, d, attn_std),
+                ("self_attn.out_proj", d, d, out_std),
+                ("mlp.fc1", inter, d, fc_std),
+                ("mlp.fc2", d, inter, attn_std),
+            ] {
+                t.push((format!("{p}.{name}.weight"), rng.tensor(&[o, i], std, 0.0)));
+                t.push((format!("{p}.{name}.bias"), rng.tensor(&[o], 0.02, 0.0)));
+            }
+            for ln in ["layer_norm1", "layer_norm2"] {
+                t.push((format!("{p}.{ln}.weight"), rng.tensor(&[d], 0.1, 1.0)));
+                t.push((format!("{p}.{ln}.bias"), rng.tensor(&[d], 0.1, 0.0)));
+            }
+        }
+    }
+    let grid = (size / patch) * (size / patch);
+    for (name, shape, std, mean) in [
+        ("vision_model.embeddings.class_embedding", vec![d], (d as f32).powf(-0.5), 0.0),
+        ("vision_model.embeddings.patch_embedding.weight", vec![d, 3, patch, patch], 0.02, 0.0),
+        ("vision_model.embeddings.position_embedding.weight", vec![grid + 1, d], 0.02, 0.0),
+        ("vision_model.pre_layrnorm.weight", vec![d], 0.1, 1.0),
+        ("vision_model.pre_layrnorm.bias", vec![d], 0.1, 0.0),
+        ("vision_model.post_layernorm.weight", vec![d], 0.1, 1.0),
+        ("vision_model.post_layernorm.bias", vec![d], 0.1, 0.0),
+        ("visual_projection.weight", vec![proj, d], (d as f32).powf(-0.5), 0.0),
+        ("text_model.embeddings.token_embedding.weight", vec![49408, d], 0.02, 0.0),
+        ("text_model.embeddings.position_embedding.weight", vec![77, d], 0.02, 0.0),
+        ("text_model.final_layer_norm.weight", vec![d], 0.1, 1.0),
+        ("text_model.final_layer_norm.bias", vec![d], 0.1, 0.0),
+        ("text_projection.weight", vec![proj, d], (d as f32).powf(-0.5), 0.0),
+    ] {
+        t.push((name.to_string(), rng.tensor(&shape, std, mean)));
+    }
+    t.push(("logit_scale".into(), model_wasm::HostTensor { shape: vec![], data: vec![2.6592] }));
+    let refs: Vec<(&str, &model_wasm::HostTensor)> = t.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    std::fs::write(dir.join("model.safetensors"), model_wasm::weights::write_safetensors(&refs)).unwrap();
+}
+
+/// Embeds the golden lossless images and texts with `model` (CPU backend).
+fn embed_all(model: &Path) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let g = golden();
+    let gold: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(g.join("tiny-gelu-eos49407.json")).unwrap()).unwrap();
+    let mut cmd = tool();
+    cmd.args(["embed", "--backend", "cpu", "--model"]).arg(model);
+    for e in gold["images"].as_array().unwrap().iter().filter(|e| e["exif"] == "apply" && e["lossy"] == false) {
+        cmd.arg("--image").arg(g.join("images").join(e["file"].as_str().unwrap()));
+    }
+    for t in gold["texts"].as_array().unwrap() {
+        cmd.arg("--text").arg(t["text"].as_str().unwrap());
+    }
+    let (o, stderr) = run(&mut cmd);
+    assert!(o.status.success(), "embed {}: {stderr}", model.display());
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = |key: &str| json[key].as_array().unwrap().iter().map(|e| floats(&e["embedding"])).collect();
+    (rows("images"), rows("texts"))
+}
+
+/// q4 reaches the 0.98 asked for on a model wide enough to have several quantization blocks per
+/// row (the golden models are 16 and 32 wide: one block per row, see above): cosine to the
+/// unconverted f32 checkpoint on every image and text, and q8 >= 0.995.
+#[test]
+fn q4_keeps_cosine_098_on_a_256_wide_model() {
+    let dir = scratch("medium");
+    let ckpt = dir.join("checkpoint");
+    medium_checkpoint(&ckpt);
+    let (ref_images, ref_texts) = embed_all(&ckpt);
+    assert!(ref_images.len() >= 8 && ref_texts.len() >= 30);
+    let mut report = Vec::new();
+    for (dtype, min) in [("q8", 0.995), ("q4", 0.98)] {
+        let out = dir.join(dtype);
+        convert(&ckpt, dtype, &out);
+        let (images, texts) = embed_all(&out);
+        let min_of = |a: &[Vec<f64>], b: &[Vec<f64>]| a.iter().zip(b).map(|(x, y)| cosine(x, y)).fold(f64::INFINITY, f64::min);
+        let (image, text) = (min_of(&images, &ref_images), min_of(&texts, &ref_texts));
+        report.push(format!("256-wide {dtype}: min cosine to f32 images {image:.5}, texts {text:.5}"));
+        assert!(image >= min && text >= min, "{dtype}: images {image}, texts {text} < {min}");
+    }
+    eprintln!("{}", report.join("\n"));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -26,7 +26,7 @@ mod worker {
     use index::Index;
     use js_sys::{Array, Promise, Uint8Array};
     use app::opfs;
-    use model_wasm::{BackendChoice, BackendKind, Clip, ConvertedFiles, Exif, Pixels, converted, preprocess};
+    use model_wasm::{BackendChoice, BackendKind, Clip, ConvertedFiles, Exif, Pixels, Precision, converted, preprocess};
     use sha2::{Digest, Sha256};
     use wasm_bindgen::prelude::*;
     use wasm_bindgen::JsCast;
@@ -415,15 +415,21 @@ mod worker {
         })
     }
 
-    /// The GPU failed (e.g. the device was lost): reload the model on the CPU from the cached
-    /// files, keeping the collection, and say so.
-    async fn fall_back_to_cpu(error: &str) -> Result<Rc<Clip>, String> {
-        web_sys::console::warn_1(&format!("GPU encoder failed, moving to the CPU: {error}").into());
+    /// The GPU failed: reload the model from the cached files, keeping the collection, and say
+    /// so. f16 compute steps down to f32 on the same GPU (an activation can overflow f16, or a
+    /// driver's f16 kernels can be broken); f32 on the GPU (e.g. the device was lost) to the CPU.
+    async fn fall_back(from: &Clip, error: &str) -> Result<Rc<Clip>, String> {
+        let (choice, backend, detail) = if from.backend().precision == Precision::F16 {
+            (BackendChoice::WgpuF32, Backend::Webgpu, format!("f16 compute failed ({error}), now f32 compute"))
+        } else {
+            (BackendChoice::Cpu, Backend::Cpu, format!("the GPU failed ({error})"))
+        };
+        web_sys::console::warn_1(&format!("GPU encoder failed, reloading with {choice:?}: {error}").into());
         let base = STATE.with(|s| s.borrow().base.clone());
-        let (clip, _) = fetch_model(&base, BackendChoice::Cpu).await?;
+        let (clip, _) = fetch_model(&base, choice).await?;
         let clip = Rc::new(clip);
         STATE.with(|s| s.borrow_mut().clip = Some(clip.clone()));
-        post(&Event::BackendChanged { backend: Backend::Cpu, detail: format!("the GPU failed ({error})") });
+        post(&Event::BackendChanged { backend, detail });
         Ok(clip)
     }
 
@@ -432,26 +438,24 @@ mod worker {
     }
 
     async fn embed_images(pixels: &[Pixels]) -> Result<Vec<Vec<f32>>, String> {
-        let clip = clip()?;
-        match clip.embed_images(pixels).await {
-            Ok(e) => Ok(e),
-            Err(e) if on_gpu(&clip) => {
-                let cpu = fall_back_to_cpu(&e.to_string()).await?;
-                cpu.embed_images(pixels).await.map_err(|e| e.to_string())
+        let mut clip = clip()?;
+        loop {
+            match clip.embed_images(pixels).await {
+                Ok(e) => return Ok(e),
+                Err(e) if on_gpu(&clip) => clip = fall_back(&clip, &e.to_string()).await?,
+                Err(e) => return Err(e.to_string()),
             }
-            Err(e) => Err(e.to_string()),
         }
     }
 
     async fn embed_texts(texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        let clip = clip()?;
-        match clip.embed_texts(texts).await {
-            Ok((_, e)) => Ok(e),
-            Err(e) if on_gpu(&clip) => {
-                let cpu = fall_back_to_cpu(&e.to_string()).await?;
-                cpu.embed_texts(texts).await.map(|(_, e)| e).map_err(|e| e.to_string())
+        let mut clip = clip()?;
+        loop {
+            match clip.embed_texts(texts).await {
+                Ok((_, e)) => return Ok(e),
+                Err(e) if on_gpu(&clip) => clip = fall_back(&clip, &e.to_string()).await?,
+                Err(e) => return Err(e.to_string()),
             }
-            Err(e) => Err(e.to_string()),
         }
     }
 
