@@ -57,7 +57,7 @@ def main():
         if out.returncode != 0:
             print(out.stderr)
             continue
-        rows += [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
+        rows += [r for r in (json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")) if "impl" in r]
     impls = list(dict.fromkeys(r["impl"] for r in rows))
     print("| tower | batch | " + " | ".join(f"{i} ms/item" for i in impls) + " | " +
           " | ".join(f"{i} / pytorch" for i in impls[1:]) + " |")
