@@ -400,27 +400,10 @@ fn catalog_lists_models_and_their_dtypes() {
     std::fs::remove_dir_all(root).ok();
 }
 
-/// A seeded N(0, 1) stream (splitmix64 + Box-Muller): the medium model below needs no torch.
-struct Normal(u64);
-
-impl Normal {
-    fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn sample(&mut self) -> f32 {
-        let (u, v) = (self.uniform().max(1e-300), self.uniform());
-        ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32
-    }
-
-    fn tensor(&mut self, shape: &[usize], std: f32, mean: f32) -> model_wasm::HostTensor {
-        let n = shape.iter().product();
-        model_wasm::HostTensor { shape: shape.to_vec(), data: (0..n).map(|_| mean + std * self.sample()).collect() }
-    }
+/// `shape` drawn from N(mean, std²), seeded: the medium model below needs no torch.
+fn normal(rng: &mut index::synthetic::Rng, shape: &[usize], std: f32, mean: f32) -> model_wasm::HostTensor {
+    let n = shape.iter().product();
+    model_wasm::HostTensor { shape: shape.to_vec(), data: (0..n).map(|_| mean + std * rng.normal()).collect() }
 }
 
 /// Writes a random CLIP checkpoint 256 wide, 4 layers per tower, with transformers' initialisation
@@ -455,7 +438,7 @@ fn medium_checkpoint(dir: &Path) {
     });
     std::fs::write(dir.join("preprocessor_config.json"), pre.to_string()).unwrap();
 
-    let mut rng = Normal(20261124);
+    let mut rng = index::synthetic::Rng::new(20261124);
     let mut t: Vec<(String, model_wasm::HostTensor)> = Vec::new();
     let (attn_std, out_std, fc_std) = ((d as f32).powf(-0.5) * ((2 * layers) as f32).powf(-0.5), (d as f32).powf(-0.5), ((2 * d) as f32).powf(-0.5));
     for tower in ["vision_model", "text_model"] {
@@ -469,12 +452,12 @@ fn medium_checkpoint(dir: &Path) {
                 ("mlp.fc1", inter, d, fc_std),
                 ("mlp.fc2", d, inter, attn_std),
             ] {
-                t.push((format!("{p}.{name}.weight"), rng.tensor(&[o, i], std, 0.0)));
-                t.push((format!("{p}.{name}.bias"), rng.tensor(&[o], 0.02, 0.0)));
+                t.push((format!("{p}.{name}.weight"), normal(&mut rng, &[o, i], std, 0.0)));
+                t.push((format!("{p}.{name}.bias"), normal(&mut rng, &[o], 0.02, 0.0)));
             }
             for ln in ["layer_norm1", "layer_norm2"] {
-                t.push((format!("{p}.{ln}.weight"), rng.tensor(&[d], 0.1, 1.0)));
-                t.push((format!("{p}.{ln}.bias"), rng.tensor(&[d], 0.1, 0.0)));
+                t.push((format!("{p}.{ln}.weight"), normal(&mut rng, &[d], 0.1, 1.0)));
+                t.push((format!("{p}.{ln}.bias"), normal(&mut rng, &[d], 0.1, 0.0)));
             }
         }
     }
@@ -494,7 +477,7 @@ fn medium_checkpoint(dir: &Path) {
         ("text_model.final_layer_norm.bias", vec![d], 0.1, 0.0),
         ("text_projection.weight", vec![proj, d], (d as f32).powf(-0.5), 0.0),
     ] {
-        t.push((name.to_string(), rng.tensor(&shape, std, mean)));
+        t.push((name.to_string(), normal(&mut rng, &shape, std, mean)));
     }
     t.push(("logit_scale".into(), model_wasm::HostTensor { shape: vec![], data: vec![2.6592] }));
     let refs: Vec<(&str, &model_wasm::HostTensor)> = t.iter().map(|(n, t)| (n.as_str(), t)).collect();
