@@ -76,7 +76,8 @@ def gemm(repeats=20):
     out = subprocess.run(["cargo", "run", "-q", "--release", "-p", "model-wasm", "--example", "gemm_bench", "--",
                           str(repeats)], cwd=ROOT, capture_output=True, text=True, check=True)
     ours = [json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")]
-    print("\n| shape (batch 8) | torch.matmul GFLOP/s | burn-ndarray GFLOP/s | burn-ndarray / torch |")
+    name = ours[0]["impl"]
+    print(f"\n| shape (batch 8) | torch.matmul GFLOP/s | {name} GFLOP/s | {name} / torch |")
     print("|---|---|---|---|")
     with torch.no_grad():
         for r in ours:

@@ -1,16 +1,22 @@
 //! Encode-time benchmark: image and text encoders at batch 1, 8 and 32 on one backend.
 //!
-//!     cargo run --release -p model-wasm --example encode_bench -- <model dir> <cpu|wgpu|wgpu-f32> [repeats] [batches]
+//!     cargo run --release -p model-wasm --example encode_bench -- <model dir> <cpu|wgpu|wgpu-f32> [repeats] [batches] [towers]
 //!
 //! `wgpu` computes in f16 where the adapter has `shader-f16`; `wgpu-f32` always in f32.
 //!
 //! Prints the load time, then one JSON line per (tower, batch): median and min ms per item over
-//! `repeats` runs after one warm-up (`batches`: comma-separated, default 1,8,32).
+//! `repeats` runs after one warm-up (`batches`: comma-separated, default 1,8,32;
+//! `towers`: `image`, `text` or both, the default; one tower alone is easier to profile).
 //! `bench/bench_clip.py` and `bench/bench_quant.py` run it beside PyTorch on the same weights.
 
 use std::time::Instant;
 
 use model_wasm::{BackendChoice, BackendKind, Clip, Pixels};
+
+// The allocator weights-tool runs with (see the workspace Cargo.toml), so that the bench measures
+// what `weights-tool embed` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -22,6 +28,7 @@ fn main() {
         .split(',')
         .map(|b| b.parse().expect("batch sizes"))
         .collect();
+    let towers: Vec<&str> = args.get(5).map_or("image,text", String::as_str).split(',').collect();
     let choice = match backend {
         "wgpu" => BackendChoice::Wgpu,
         "wgpu-f32" => BackendChoice::WgpuF32,
@@ -50,7 +57,7 @@ fn main() {
         let pixels: Vec<Pixels> = (0..batch).map(pixel).collect();
         let texts: Vec<&str> = vec![text.as_str(); batch];
         let ids = clip.tokenizer.encode_batch(&texts).unwrap();
-        for tower in ["image", "text"] {
+        for &tower in &towers {
             let run = || {
                 let t = Instant::now();
                 if tower == "image" {

@@ -1,5 +1,5 @@
 //! CLIP-family encoders for Obscura, on burn: the same code runs natively and in
-//! `wasm32-unknown-unknown`, on the GPU (wgpu: WebGPU in the browser) or the CPU (ndarray).
+//! `wasm32-unknown-unknown`, on the GPU (wgpu: WebGPU in the browser) or the CPU (burn-flex).
 //!
 //! What is computed here is meant to equal transformers' `CLIPModel` + `CLIPProcessor`:
 //! preprocessing follows Pillow bit for bit ([`preprocess`]), tokenization uses the model's own

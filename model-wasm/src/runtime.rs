@@ -1,8 +1,8 @@
 //! One runtime choice over two burn backends: wgpu (WebGPU in the browser, Vulkan/Metal/DX12
-//! natively) and ndarray on the CPU (also in wasm). Readback is async everywhere, because the
+//! natively) and burn-flex on the CPU (also in wasm). Readback is async everywhere, because the
 //! browser has no synchronous GPU readback.
 
-use burn::backend::NdArray;
+use burn::backend::Flex;
 use burn::backend::wgpu::{Wgpu, WgpuDevice};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
 
@@ -84,7 +84,7 @@ impl BackendKind {
     }
 }
 
-type Cpu = NdArray<f32>;
+type Cpu = Flex;
 type Gpu = Wgpu<f32, i32>;
 
 /// A loaded model on one backend.
