@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Encode time in headless Chromium: full-size ViT-B/32 CLIP (random weights, transformers' init,
 # openai/clip-vit-base-patch32's config values) at batch 1, 8 and 32 — Obscura's model on WebGPU
-# (SwiftShader: WebGPU on the CPU) and on its CPU backend (burn-ndarray), and candle's CLIP
+# (SwiftShader: WebGPU on the CPU) and on its CPU backend (burn-flex), and candle's CLIP
 # (candle-transformers) on the CPU, in one page, on the same weights and inputs
 # (bench/browser/tests/encode.rs), then Obscura's native CPU backend on the same weights.
 #

@@ -2,7 +2,7 @@
 """Full-size ViT-B/32 CLIP (random weights, openai/clip-vit-base-patch32's config values):
 PyTorch fp32 CPU and Obscura's backends, same weights, same machine, one run.
 
-    /tmp/ref/bin/python bench/bench_clip.py [--repeats 3] [--backends cpu,wgpu] [--gemm]
+    /tmp/ref/bin/python bench/bench_clip.py [--repeats 3] [--rounds 3] [--backends cpu,wgpu] [--gemm]
 
 --gemm adds a table of matrix-multiply throughput on the model's shapes (batch 8): torch.matmul
 against the CPU backend's (model-wasm/examples/gemm_bench.rs), 2 threads each.
@@ -22,6 +22,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--backends", default="cpu")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gemm", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -36,7 +37,31 @@ def main():
     model.save_pretrained(tmp)
     for f in ["tokenizer.json", "tokenizer_config.json"]:
         (tmp / f).write_bytes((ROOT / "tests/golden/models/tiny-quickgelu-eos2" / f).read_bytes())
+    # Rounds alternate PyTorch and Obscura, so that a machine that slows down for a while (these
+    # are shared VMs) weighs on both sides; each cell is the median over rounds.
+    rounds = [torch_rows(model, args.repeats) + ours_rows(tmp, args) for _ in range(args.rounds)]
+    impls = list(dict.fromkeys(r["impl"] for r in rounds[0]))
+    cell = lambda rows, i, tower, batch: next((r["median_ms"] for r in rows if r["impl"] == i and
+                                               r["tower"] == tower and r["batch"] == batch), float("nan"))
+    med = lambda xs: sorted(xs)[len(xs) // 2]
+    print(f"{args.rounds} rounds; ms per item: median over rounds of the median of {args.repeats} runs; "
+          "ratio: median (lowest-highest) of the rounds' ratios\n")
+    print("| tower | batch | " + " | ".join(f"{i} ms/item" for i in impls) + " | " +
+          " | ".join(f"{i} / pytorch" for i in impls[1:]) + " |")
+    print("|---" * (2 + 2 * len(impls) - 1) + "|")
+    for tower in ["image", "text"]:
+        for batch in [1, 8, 32]:
+            times = {i: [cell(rows, i, tower, batch) for rows in rounds] for i in impls}
+            ratios = {i: sorted(t / b for t, b in zip(times[i], times["pytorch-fp32"])) for i in impls[1:]}
+            print(f"| {tower} | {batch} | " + " | ".join(f"{med(times[i]):.1f}" for i in impls) + " | " +
+                  " | ".join(f"{med(r):.2f}x ({r[0]:.2f}-{r[-1]:.2f})" for r in ratios.values()) + " |")
+    if args.gemm:
+        gemm()
+
+
+def torch_rows(model, repeats):
     rows = []
+    torch.manual_seed(0)
     with torch.no_grad():
         for batch in [1, 8, 32]:
             px = torch.randn(batch, 3, 224, 224)
@@ -46,30 +71,24 @@ def main():
                               ("text", lambda: model.get_text_features(input_ids=ids))]:
                 fn()
                 times = []
-                for _ in range(args.repeats):
+                for _ in range(repeats):
                     t = time.perf_counter(); fn(); times.append((time.perf_counter() - t) * 1000 / batch)
                 times.sort()
                 rows.append({"impl": "pytorch-fp32", "tower": tower, "batch": batch,
                              "median_ms": times[len(times) // 2], "min_ms": times[0]})
+    return rows
+
+
+def ours_rows(ckpt, args):
+    rows = []
     for backend in args.backends.split(","):
         out = subprocess.run(["cargo", "run", "-q", "--release", "-p", "model-wasm", "--example", "encode_bench", "--",
-                              str(tmp), backend, str(args.repeats)], cwd=ROOT, capture_output=True, text=True)
+                              str(ckpt), backend, str(args.repeats)], cwd=ROOT, capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stderr)
             continue
         rows += [r for r in (json.loads(l) for l in out.stdout.splitlines() if l.startswith("{")) if "impl" in r]
-    impls = list(dict.fromkeys(r["impl"] for r in rows))
-    print("| tower | batch | " + " | ".join(f"{i} ms/item" for i in impls) + " | " +
-          " | ".join(f"{i} / pytorch" for i in impls[1:]) + " |")
-    print("|---" * (2 + 2 * len(impls) - 1) + "|")
-    for tower in ["image", "text"]:
-        for batch in [1, 8, 32]:
-            get = {r["impl"]: r["median_ms"] for r in rows if r["tower"] == tower and r["batch"] == batch}
-            base = get.get("pytorch-fp32")
-            print(f"| {tower} | {batch} | " + " | ".join(f"{get.get(i, float('nan')):.1f}" for i in impls) + " | " +
-                  " | ".join(f"{get.get(i, float('nan')) / base:.2f}x" for i in impls[1:]) + " |")
-    if args.gemm:
-        gemm()
+    return rows
 
 
 def gemm(repeats=20):

@@ -13,11 +13,6 @@ use std::time::Instant;
 
 use model_wasm::{BackendChoice, BackendKind, Clip, Pixels};
 
-// The allocator weights-tool runs with (see the workspace Cargo.toml), so that the bench measures
-// what `weights-tool embed` does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (dir, backend) = (args.get(1).expect("model dir"), args.get(2).map_or("cpu", String::as_str));

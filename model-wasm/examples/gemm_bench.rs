@@ -12,11 +12,6 @@ use std::time::Instant;
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor};
 
-// The allocator weights-tool runs with (see the workspace Cargo.toml), so that the bench measures
-// what `weights-tool embed` does.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// (name, batch, m, k, n) at `batch` images (50 tokens each, width 768, 12 heads) or texts (77
 /// tokens, width 512, 8 heads).
 fn shapes(batch: usize) -> [(String, usize, usize, usize, usize); 7] {

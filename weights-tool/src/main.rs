@@ -20,12 +20,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use model_wasm::{BackendChoice, Clip, Exif, Pixels};
 use serde::Serialize;
 
-// The CPU backend allocates and frees tens of MB per op at batch 32: mimalloc keeps those pages
-// for the next op, where glibc's malloc unmaps and page-faults them in again (see the workspace
-// Cargo.toml).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "weights-tool", version, about = "Obscura's model tool: convert, inspect, verify and embed")]
 struct Cli {

@@ -1,5 +1,5 @@
 //! Encode time in headless Chromium, full-size ViT-B/32 (random weights), batch 1, 8 and 32:
-//! Obscura's model on WebGPU (SwiftShader) and on burn-ndarray, and candle's CLIP
+//! Obscura's model on WebGPU (SwiftShader) and on burn-flex, and candle's CLIP
 //! (candle-transformers) on the CPU, all on the same `model.safetensors` and inputs, in one page.
 //! Run by `bench/bench_browser.sh`, which serves the checkpoint at `OBSCURA_BENCH_URL` (read at
 //! compile time). Prints one JSON line per (implementation, tower, batch).
