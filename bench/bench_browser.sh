@@ -44,7 +44,8 @@ PY
 server=$!
 
 export OBSCURA_BENCH_URL="http://127.0.0.1:$PORT"
-# OBSCURA_BENCH_SKIP_WEBGPU=1 leaves WebGPU out (on SwiftShader it alone takes ~40 min).
+# OBSCURA_BENCH_SKIP_WEBGPU=1 leaves WebGPU out (on SwiftShader it alone takes ~40 min);
+# OBSCURA_BENCH_WEBGPU_BATCH32=1 runs WebGPU at batch 32 alone (one run per tower, ~35 min).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
 export CHROMEDRIVER=/usr/bin/chromedriver

@@ -22,6 +22,9 @@ const BATCHES: [usize; 3] = [1, 8, 32];
 const SKIP_WEBGPU: bool = option_env!("OBSCURA_BENCH_SKIP_WEBGPU").is_some();
 /// WebGPU runs batch 1 and 8 only (batch 32 on SwiftShader would take another hour).
 const WEBGPU_BATCHES: usize = 2;
+/// Set at compile time to run WebGPU at batch 32 alone (~35 min on SwiftShader): one timed run per
+/// tower after a batch-1 warm-up, which compiles the kernels.
+const WEBGPU_BATCH32_ONLY: bool = option_env!("OBSCURA_BENCH_WEBGPU_BATCH32").is_some();
 const REPEATS: usize = 2;
 const SIZE: usize = 224;
 const CONTEXT: usize = 77;
@@ -83,7 +86,7 @@ where
 /// implementations.
 type Firsts = (Vec<f32>, Vec<f32>);
 
-async fn obscura(choice: BackendChoice) -> Firsts {
+async fn load(choice: BackendChoice) -> (Clip, String) {
     let t = now();
     let files = ModelFiles {
         config_json: fetch_text("config.json").await,
@@ -93,21 +96,45 @@ async fn obscura(choice: BackendChoice) -> Firsts {
         weights: fetch("model.safetensors").await,
         weights_name: "model.safetensors".into(),
     };
+    let fetched = now();
     let clip = Clip::from_files(files, choice).await.unwrap();
     let info = clip.backend();
     let name = match info.kind {
         model_wasm::BackendKind::Wgpu => format!("obscura-{}-{}", info.kind.name(), info.precision.name()),
         model_wasm::BackendKind::Cpu => format!("obscura-{}", info.kind.name()),
     };
-    console_log!("{{\"impl\": \"{name}\", \"load_ms\": {:.0}}}", now() - t);
+    console_log!("{{\"impl\": \"{name}\", \"load_ms\": {:.0}, \"fetch_ms\": {:.0}}}", now() - t, fetched - t);
+    (clip, name)
+}
+
+fn inputs(clip: &Clip, batch: usize) -> (Vec<Pixels>, Vec<Vec<u32>>) {
+    let px = (0..batch).map(|i| Pixels { height: SIZE as u32, width: SIZE as u32, data: pixels(i) }).collect();
     // The longest text the context allows: the worst case for the text tower.
     let long = "an H&E image of ".repeat(30);
+    (px, clip.tokenizer.encode_batch(&vec![long.as_str(); batch]).unwrap())
+}
+
+/// WebGPU at batch 32: a batch-1 warm-up, then one timed run per tower.
+async fn webgpu_batch32() {
+    let (clip, name) = load(BackendChoice::Wgpu).await;
+    let (px, ids) = inputs(&clip, 1);
+    clip.image_features(&px).await.unwrap();
+    clip.text_features(&ids).await.unwrap();
+    let (px, ids) = inputs(&clip, 32);
+    let t = now();
+    clip.image_features(&px).await.unwrap();
+    report(&name, "image", 32, vec![(now() - t) / 32.0]);
+    let t = now();
+    clip.text_features(&ids).await.unwrap();
+    report(&name, "text", 32, vec![(now() - t) / 32.0]);
+}
+
+async fn obscura(choice: BackendChoice) -> Firsts {
+    let (clip, name) = load(choice).await;
     let mut firsts = (Vec::new(), Vec::new());
     let batches = if clip.backend().kind == model_wasm::BackendKind::Wgpu { &BATCHES[..WEBGPU_BATCHES] } else { &BATCHES[..] };
     for &batch in batches {
-        let px: Vec<Pixels> =
-            (0..batch).map(|i| Pixels { height: SIZE as u32, width: SIZE as u32, data: pixels(i) }).collect();
-        let ids = clip.tokenizer.encode_batch(&vec![long.as_str(); batch]).unwrap();
+        let (px, ids) = inputs(&clip, batch);
         let times = time(batch, || async { clip.image_features(&px).await.unwrap(); }).await;
         report(&name, "image", batch, times);
         let times = time(batch, || async { clip.text_features(&ids).await.unwrap(); }).await;
@@ -157,6 +184,9 @@ async fn candle() -> Firsts {
 /// computed the same thing (cosine of their features on the same inputs).
 #[wasm_bindgen_test]
 async fn encode_time() {
+    if WEBGPU_BATCH32_ONLY {
+        return webgpu_batch32().await;
+    }
     let wgpu = if SKIP_WEBGPU { None } else { Some(obscura(BackendChoice::Wgpu).await) };
     let cpu = obscura(BackendChoice::Cpu).await;
     let candle = candle().await;
