@@ -23,7 +23,7 @@ const SKIP_WEBGPU: bool = option_env!("OBSCURA_BENCH_SKIP_WEBGPU").is_some();
 /// WebGPU runs batch 1 and 8 only (batch 32 on SwiftShader would take another hour).
 const WEBGPU_BATCHES: usize = 2;
 /// Set at compile time to run WebGPU at batch 32 alone (~35 min on SwiftShader): one timed run per
-/// tower after a batch-1 warm-up, which compiles the kernels.
+/// tower after a batch-1 warm-up, which compiles the kernels (and the CPU backend's load time).
 const WEBGPU_BATCH32_ONLY: bool = option_env!("OBSCURA_BENCH_WEBGPU_BATCH32").is_some();
 const REPEATS: usize = 2;
 const SIZE: usize = 224;
@@ -114,8 +114,10 @@ fn inputs(clip: &Clip, batch: usize) -> (Vec<Pixels>, Vec<Vec<u32>>) {
     (px, clip.tokenizer.encode_batch(&vec![long.as_str(); batch]).unwrap())
 }
 
-/// WebGPU at batch 32: a batch-1 warm-up, then one timed run per tower.
+/// WebGPU at batch 32: a batch-1 warm-up, then one timed run per tower. The CPU backend is
+/// loaded first (and dropped) for its fetch and load times alone.
 async fn webgpu_batch32() {
+    drop(load(BackendChoice::Cpu).await);
     let (clip, name) = load(BackendChoice::Wgpu).await;
     let (px, ids) = inputs(&clip, 1);
     clip.image_features(&px).await.unwrap();
