@@ -70,7 +70,7 @@ for path in sys.argv[1:]:
         if "check" in r:
             checks.append(r)
         elif "load_ms" in r and "impl" in r:
-            loads[r["impl"]] = r["load_ms"]
+            loads[r["impl"]] = f"{r['load_ms']} ({r['fetch_ms']} fetch)" if "fetch_ms" in r else r["load_ms"]
         elif "median_ms" in r:
             rows.setdefault(r["impl"], {})[f"{r['tower']} b{r['batch']}"] = r["median_ms"]
 cols = [f"{t} b{b}" for t in ["image", "text"] for b in [1, 8, 32]]
