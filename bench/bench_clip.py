@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Full-size ViT-B/32 CLIP (random weights, openai/clip-vit-base-patch32's config values):
-PyTorch fp32 CPU and Obscura's backends, same weights, same machine, one run.
+PyTorch fp32 CPU and Obscura's backends, same weights, same machine, in alternating rounds.
 
     /tmp/ref/bin/python bench/bench_clip.py [--repeats 3] [--rounds 3] [--backends cpu,wgpu] [--gemm]
 

@@ -23,7 +23,8 @@ const SKIP_WEBGPU: bool = option_env!("OBSCURA_BENCH_SKIP_WEBGPU").is_some();
 /// WebGPU runs batch 1 and 8 only (batch 32 on SwiftShader would take another hour).
 const WEBGPU_BATCHES: usize = 2;
 /// Set at compile time to run WebGPU at batch 32 alone (~35 min on SwiftShader): one timed run per
-/// tower after a batch-1 warm-up, which compiles the kernels (and the CPU backend's load time).
+/// tower after a batch-1 warm-up, which compiles the kernels. The CPU backend is only loaded, for
+/// its load time.
 const WEBGPU_BATCH32_ONLY: bool = option_env!("OBSCURA_BENCH_WEBGPU_BATCH32").is_some();
 const REPEATS: usize = 2;
 const SIZE: usize = 224;
