@@ -13,7 +13,7 @@ import argparse, json, subprocess, tempfile, time
 from pathlib import Path
 
 import torch
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizerFast
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,8 @@ def main():
         (tmp / f).write_bytes((ROOT / "tests/golden/models/tiny-quickgelu-eos2" / f).read_bytes())
     # Rounds alternate PyTorch and Obscura, so that a machine that slows down for a while (these
     # are shared VMs) weighs on both sides; each cell is the median over rounds.
-    rounds = [torch_rows(model, args.repeats) + ours_rows(tmp, args) for _ in range(args.rounds)]
+    tok = CLIPTokenizerFast.from_pretrained(tmp)
+    rounds = [torch_rows(model, tok, args.repeats) + ours_rows(tmp, args) for _ in range(args.rounds)]
     impls = list(dict.fromkeys(r["impl"] for r in rounds[0]))
     cell = lambda rows, i, tower, batch: next((r["median_ms"] for r in rows if r["impl"] == i and
                                                r["tower"] == tower and r["batch"] == batch), float("nan"))
@@ -49,7 +50,7 @@ def main():
     print("| tower | batch | " + " | ".join(f"{i} ms/item" for i in impls) + " | " +
           " | ".join(f"{i} / pytorch" for i in impls[1:]) + " |")
     print("|---" * (2 + 2 * len(impls) - 1) + "|")
-    for tower in ["image", "text"]:
+    for tower in TOWERS:
         for batch in [1, 8, 32]:
             times = {i: [cell(rows, i, tower, batch) for rows in rounds] for i in impls}
             ratios = {i: sorted(t / b for t, b in zip(times[i], times["pytorch-fp32"])) for i in impls[1:]}
@@ -59,7 +60,15 @@ def main():
         gemm()
 
 
-def torch_rows(model, repeats):
+# "text": the longest text the context allows, 77 tokens on both sides (equal work).
+# "prompt": a one-line query. Obscura computes the text tower only up to the pooled token (rounded
+# up to 8); PyTorch gets it as `padding=True` (to the longest in the batch) tokenizes it, which
+# is the least work transformers can do for it. Same as encode_bench's PROMPT.
+TOWERS = ["image", "text", "prompt"]
+PROMPT = "an H&E image of poorly differentiated adenocarcinoma."
+
+
+def torch_rows(model, tok, repeats):
     rows = []
     torch.manual_seed(0)
     with torch.no_grad():
@@ -67,8 +76,10 @@ def torch_rows(model, repeats):
             px = torch.randn(batch, 3, 224, 224)
             ids = torch.randint(0, 49406, (batch, 77))
             ids[:, -1] = 49407
+            prompt = tok([PROMPT] * batch, padding=True, return_tensors="pt").input_ids
             for tower, fn in [("image", lambda: model.get_image_features(pixel_values=px)),
-                              ("text", lambda: model.get_text_features(input_ids=ids))]:
+                              ("text", lambda: model.get_text_features(input_ids=ids)),
+                              ("prompt", lambda: model.get_text_features(input_ids=prompt))]:
                 fn()
                 times = []
                 for _ in range(repeats):
@@ -83,7 +94,7 @@ def ours_rows(ckpt, args):
     rows = []
     for backend in args.backends.split(","):
         out = subprocess.run(["cargo", "run", "-q", "--release", "-p", "model-wasm", "--example", "encode_bench", "--",
-                              str(ckpt), backend, str(args.repeats)], cwd=ROOT, capture_output=True, text=True)
+                              str(ckpt), backend, str(args.repeats), "1,8,32", ",".join(TOWERS)], cwd=ROOT, capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stderr)
             continue

@@ -6,12 +6,17 @@
 //!
 //! Prints the load time, then one JSON line per (tower, batch): median and min ms per item over
 //! `repeats` runs after one warm-up (`batches`: comma-separated, default 1,8,32;
-//! `towers`: `image`, `text` or both, the default; one tower alone is easier to profile).
+//! `towers`: comma-separated from `image`, `text` (the longest text the context allows) and
+//! `prompt` (a one-line query, which the text tower computes only up to its end), default
+//! `image,text`; one tower alone is easier to profile).
 //! `bench/bench_clip.py` and `bench/bench_quant.py` run it beside PyTorch on the same weights.
 
 use std::time::Instant;
 
 use model_wasm::{BackendChoice, BackendKind, Clip, Pixels};
+
+/// The `prompt` tower's text; `bench/bench_clip.py` gives PyTorch the same one.
+const PROMPT: &str = "an H&E image of poorly differentiated adenocarcinoma.";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -24,6 +29,9 @@ fn main() {
         .map(|b| b.parse().expect("batch sizes"))
         .collect();
     let towers: Vec<&str> = args.get(5).map_or("image,text", String::as_str).split(',').collect();
+    if let Some(bad) = towers.iter().find(|t| !["image", "text", "prompt"].contains(t)) {
+        panic!("unknown tower {bad:?}: image, text or prompt");
+    }
     let choice = match backend {
         "wgpu" => BackendChoice::Wgpu,
         "wgpu-f32" => BackendChoice::WgpuF32,
@@ -50,15 +58,16 @@ fn main() {
     let text = "an H&E image of ".repeat(30);
     for batch in batches {
         let pixels: Vec<Pixels> = (0..batch).map(pixel).collect();
-        let texts: Vec<&str> = vec![text.as_str(); batch];
-        let ids = clip.tokenizer.encode_batch(&texts).unwrap();
+        let ids = clip.tokenizer.encode_batch(&vec![text.as_str(); batch]).unwrap();
+        let prompt_ids = clip.tokenizer.encode_batch(&vec![PROMPT; batch]).unwrap();
         for &tower in &towers {
+            let ids = if tower == "prompt" { &prompt_ids } else { &ids };
             let run = || {
                 let t = Instant::now();
                 if tower == "image" {
                     pollster::block_on(clip.image_features(&pixels)).unwrap();
                 } else {
-                    pollster::block_on(clip.text_features(&ids)).unwrap();
+                    pollster::block_on(clip.text_features(ids)).unwrap();
                 }
                 t.elapsed().as_secs_f64() * 1000.0 / batch as f64
             };

@@ -9,8 +9,8 @@
 
 use std::time::Instant;
 
-use burn::backend::Flex;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor, backend::Backend};
+use model_wasm::runtime::Cpu;
 
 /// (name, batch, m, k, n) at `batch` images (50 tokens each, width 768, 12 heads) or texts (77
 /// tokens, width 512, 8 heads).
@@ -32,8 +32,8 @@ fn main() {
     let (repeats, batch_size) = (arg(1, 20), arg(2, 8));
     let device = Default::default();
     for (name, batch, m, k, n) in shapes(batch_size) {
-        let a = Tensor::<Flex, 3>::random([batch, m, k], Distribution::Normal(0.0, 1.0), &device);
-        let b = Tensor::<Flex, 3>::random([batch, k, n], Distribution::Normal(0.0, 1.0), &device);
+        let a = Tensor::<Cpu, 3>::random([batch, m, k], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<Cpu, 3>::random([batch, k, n], Distribution::Normal(0.0, 1.0), &device);
         let run = || {
             let t = Instant::now();
             let c = a.clone().matmul(b.clone());
@@ -44,7 +44,8 @@ fn main() {
         let best = (0..repeats).map(|_| run()).fold(f64::INFINITY, f64::min);
         let gflops = 2.0 * (batch * m * k * n) as f64 / best / 1e9;
         println!(
-            "{{\"impl\": \"burn-flex\", \"shape\": \"{name}\", \"m\": {m}, \"k\": {k}, \"n\": {n}, \"batch\": {batch}, \"gflops\": {gflops:.1}}}"
+            "{{\"impl\": \"burn-{}\", \"shape\": \"{name}\", \"m\": {m}, \"k\": {k}, \"n\": {n}, \"batch\": {batch}, \"gflops\": {gflops:.1}}}",
+            Cpu::name(&device)
         );
     }
 }

@@ -363,6 +363,9 @@ impl<B: Backend> ClipText<B> {
 
     /// Text features (projected, not normalised), in f32.
     ///
+    /// Only the tokens up to the last pooled position of the batch are computed (see the body);
+    /// the result is the same as for the whole sequences.
+    ///
     /// # Shapes
     /// - ids: `batch` sequences of equal length `tokens ≤ max_position_embeddings`
     /// - output: `[batch, projection_dim]`
@@ -377,7 +380,14 @@ impl<B: Backend> ClipText<B> {
             return Err(Error::Input(format!("token id {bad} is outside the vocabulary ({})", self.config.vocab_size)));
         }
         let d = self.config.hidden_size;
-        let flat: Vec<i32> = ids.iter().flatten().map(|&i| i as i32).collect();
+        // The causal mask means the pooled token sees only the tokens before it, so everything
+        // after the last pooled position in the batch (the padding of short prompts) cannot
+        // change the output: drop it. A one-line query then costs a fraction of the full
+        // context. Rounded up to a multiple of 8 so a GPU backend compiles kernels for at most
+        // ten sequence lengths, not one per prompt length.
+        let pools = self.pool_positions(ids);
+        let t = pools.iter().max().map_or(t, |&p| (p + 1).next_multiple_of(8).min(t));
+        let flat: Vec<i32> = ids.iter().flat_map(|s| &s[..t]).map(|&i| i as i32).collect();
         let idx = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [b, t]), device);
         let x = embedding(self.token.clone(), idx) + self.position.clone().narrow(0, 0, t).unsqueeze::<3>();
         let mask = if t == n { self.mask.clone() } else { self.mask.clone().narrow(0, 0, t).narrow(1, 0, t) };
@@ -385,7 +395,7 @@ impl<B: Backend> ClipText<B> {
         for layer in &self.layers {
             x = layer.forward(x, Some(&mask));
         }
-        let rows: Vec<i32> = self.pool_positions(ids).iter().enumerate().map(|(i, p)| (i * t + p) as i32).collect();
+        let rows: Vec<i32> = pools.iter().enumerate().map(|(i, p)| (i * t + p) as i32).collect();
         let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [b]), device);
         // LayerNorm is per token, so normalising only the pooled rows is the same as
         // `final_layer_norm` on every token followed by the gather.

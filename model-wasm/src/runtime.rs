@@ -84,7 +84,8 @@ impl BackendKind {
     }
 }
 
-type Cpu = Flex;
+/// The CPU backend (also in wasm). Public so that benches measure what the encoder runs on.
+pub type Cpu = Flex;
 type Gpu = Wgpu<f32, i32>;
 
 /// A loaded model on one backend.
