@@ -4,6 +4,7 @@
 # (SwiftShader: WebGPU on the CPU) and on its CPU backend (burn-flex), and candle's CLIP
 # (candle-transformers) on the CPU, in one page, on the same weights and inputs
 # (bench/browser/tests/encode.rs), then Obscura's native CPU backend on the same weights.
+# Towers: image, text (77 tokens) and, on the CPUs, prompt (a 15-token query).
 #
 #     bash bench/bench_browser.sh        # → Markdown tables on stdout
 #
@@ -53,7 +54,7 @@ export WASM_BINDGEN_TEST_TIMEOUT=3600
 (cd bench/browser && cargo test --release --target wasm32-unknown-unknown --test encode -- --nocapture) > "$work/browser.log" 2>&1 \
   || { cat "$work/browser.log"; exit 1; }
 cargo build -q --release -p model-wasm --example encode_bench
-"$CARGO_TARGET_DIR"/release/examples/encode_bench "$work/ckpt" cpu 2 1,8,32 | sed 's/"impl": "obscura-cpu"/"impl": "obscura-cpu (native)"/' > "$work/native.log"
+"$CARGO_TARGET_DIR"/release/examples/encode_bench "$work/ckpt" cpu 2 1,8,32 image,text,prompt | sed 's/"impl": "obscura-cpu"/"impl": "obscura-cpu (native)"/' > "$work/native.log"
 
 "$PY" - "$work/browser.log" "$work/native.log" <<'PY'
 import json, os, re, sys
@@ -73,14 +74,14 @@ for path in sys.argv[1:]:
             loads[r["impl"]] = f"{r['load_ms']} ({r['fetch_ms']} fetch)" if "fetch_ms" in r else r["load_ms"]
         elif "median_ms" in r:
             rows.setdefault(r["impl"], {})[f"{r['tower']} b{r['batch']}"] = r["median_ms"]
-cols = [f"{t} b{b}" for t in ["image", "text"] for b in [1, 8, 32]]
+cols = [f"{t} b{b}" for t in ["image", "text", "prompt"] for b in [1, 8, 32]]
 runs = "one run after a batch-1 warm-up" if "OBSCURA_BENCH_WEBGPU_BATCH32" in os.environ else "median of 2 after a warm-up"
 print(f"| ms per item ({runs}) | " + " | ".join(cols) + " | load ms |")
 print("|---" * (len(cols) + 2) + "|")
 for impl, r in rows.items():
     print(f"| {impl} | " + " | ".join(f"{r.get(c, float('nan')):.0f}" for c in cols) + f" | {loads.get(impl, '—')} |")
 if "obscura-cpu" in rows and "candle-cpu" in rows:
-    print("\n| candle-cpu / obscura-cpu (wasm) | " + " | ".join(f"{rows['candle-cpu'][c] / rows['obscura-cpu'][c]:.2f}x" for c in cols) + " |")
+    print("\n| candle-cpu / obscura-cpu (wasm) | " + " | ".join(f"{rows['candle-cpu'].get(c, float('nan')) / rows['obscura-cpu'].get(c, float('nan')):.2f}x" for c in cols) + " |")
 for c in checks:
     print(f"\n{c['check']}: cosine of features, image {c['image_cos']}, text {c['text_cos']}")
 PY

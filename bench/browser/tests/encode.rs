@@ -108,11 +108,19 @@ async fn load(choice: BackendChoice) -> (Clip, String) {
     (clip, name)
 }
 
+/// A one-line query (15 tokens), as `model-wasm/examples/encode_bench.rs`'s `prompt` tower: the
+/// text tower computes it only up to its end (16 tokens), candle gets it unpadded (15).
+const PROMPT: &str = "an H&E image of poorly differentiated adenocarcinoma.";
+
 fn inputs(clip: &Clip, batch: usize) -> (Vec<Pixels>, Vec<Vec<u32>>) {
     let px = (0..batch).map(|i| Pixels { height: SIZE as u32, width: SIZE as u32, data: pixels(i) }).collect();
     // The longest text the context allows: the worst case for the text tower.
     let long = "an H&E image of ".repeat(30);
     (px, clip.tokenizer.encode_batch(&vec![long.as_str(); batch]).unwrap())
+}
+
+fn prompt_ids(tokenizer: &model_wasm::ClipTokenizer, batch: usize) -> Vec<Vec<u32>> {
+    tokenizer.encode_batch(&vec![PROMPT; batch]).unwrap()
 }
 
 /// WebGPU at batch 32: a batch-1 warm-up, then one timed run per tower. The CPU backend is
@@ -142,6 +150,12 @@ async fn obscura(choice: BackendChoice) -> Firsts {
         report(&name, "image", batch, times);
         let times = time(batch, || async { clip.text_features(&ids).await.unwrap(); }).await;
         report(&name, "text", batch, times);
+        // Not on WebGPU: on SwiftShader it would add minutes and show nothing new.
+        if clip.backend().kind == model_wasm::BackendKind::Cpu {
+            let prompt = prompt_ids(&clip.tokenizer, batch);
+            let times = time(batch, || async { clip.text_features(&prompt).await.unwrap(); }).await;
+            report(&name, "prompt", batch, times);
+        }
         if batch == 1 {
             firsts = (
                 clip.image_features(&px).await.unwrap().remove(0),
@@ -173,6 +187,13 @@ async fn candle() -> Firsts {
         report("candle-cpu", "image", batch, times);
         let times = time(batch, || async { model.get_text_features(&ids).unwrap().to_vec2::<f32>().unwrap(); }).await;
         report("candle-cpu", "text", batch, times);
+        // Cut after the EOS (49407, the largest id, where candle pools): no padding.
+        let prompt = prompt_ids(&tokenizer, batch);
+        let len = prompt[0].iter().position(|&t| t == 49407).unwrap() + 1;
+        let prompt: Vec<u32> = prompt.iter().flat_map(|s| &s[..len]).copied().collect();
+        let prompt = Tensor::from_vec(prompt, (batch, len), &Device::Cpu).unwrap();
+        let times = time(batch, || async { model.get_text_features(&prompt).unwrap().to_vec2::<f32>().unwrap(); }).await;
+        report("candle-cpu", "prompt", batch, times);
         if batch == 1 {
             firsts = (
                 model.get_image_features(&px).unwrap().to_vec2::<f32>().unwrap().remove(0),
