@@ -43,6 +43,14 @@ pub enum Error {
     #[error("invalid input: {0}")]
     Input(String),
 
+    /// A file the checkpoint needs is not among the files given.
+    #[error("{file} is missing: {purpose}")]
+    MissingFile { file: String, purpose: String },
+
+    /// The work was cancelled by the user.
+    #[error("cancelled")]
+    Cancelled,
+
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
 }

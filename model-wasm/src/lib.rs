@@ -18,10 +18,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod checkpoint;
 pub mod config;
+pub mod convert;
 pub mod converted;
 pub mod error;
 pub mod model;
+pub mod openclip;
 mod pickle;
 pub mod preprocess;
 pub mod runtime;
@@ -33,6 +36,7 @@ pub use error::{Error, ImageProblem, Result};
 pub use preprocess::{Exif, Pixels, PreprocessConfig, Rgb8};
 pub use runtime::{BackendChoice, BackendInfo, BackendKind, Encoder, Precision};
 pub use tokenizer::ClipTokenizer;
+pub use checkpoint::{Checkpoint, Folder, Layout, Source, Tensors};
 pub use converted::{Manifest, ModelCard, Scheme};
 pub use weights::{HostTensor, Weights};
 
@@ -73,13 +77,29 @@ pub struct Clip {
 impl Clip {
     /// Build from checkpoint files on the chosen backend.
     pub async fn from_files(files: ModelFiles, choice: BackendChoice) -> Result<Self> {
-        let config = ClipConfig::from_hf_json(&files.config_json, "config.json")?;
-        let preprocess = preprocess_config(&config, files.preprocessor_json.as_deref())?;
-        let pad = files.tokenizer_config_json.as_deref().and_then(ClipTokenizer::pad_token_from_config);
-        let tokenizer =
-            ClipTokenizer::from_bytes(&files.tokenizer_json, pad.as_deref(), config.text.max_position_embeddings)?;
         let weights = Weights::from_bytes(&files.weights, &files.weights_name)?;
         drop(files.weights);
+        Self::build((&files.config_json, "config.json"), files.preprocessor_json.as_deref(), &files.tokenizer_json, files.tokenizer_config_json.as_deref(), weights, choice).await
+    }
+
+    /// Build from a lazily read checkpoint (Hugging Face or OpenCLIP), reading every tensor.
+    pub async fn from_checkpoint(ck: &Checkpoint, choice: BackendChoice) -> Result<Self> {
+        let weights = ck.weights()?;
+        Self::build((&ck.config_json, "config.json"), ck.preprocessor_json.as_deref(), &ck.tokenizer_json, ck.tokenizer_config_json.as_deref(), weights, choice).await
+    }
+
+    async fn build(
+        (config_json, config_file): (&str, &str),
+        preprocessor_json: Option<&str>,
+        tokenizer_json: &[u8],
+        tokenizer_config_json: Option<&str>,
+        weights: Weights,
+        choice: BackendChoice,
+    ) -> Result<Self> {
+        let config = ClipConfig::from_hf_json(config_json, config_file)?;
+        let preprocess = preprocess_config(&config, preprocessor_json)?;
+        let pad = tokenizer_config_json.and_then(ClipTokenizer::pad_token_from_config);
+        let tokenizer = ClipTokenizer::from_bytes(tokenizer_json, pad.as_deref(), config.text.max_position_embeddings)?;
         let (encoder, backend) = Encoder::load(&config, weights, choice).await?;
         Ok(Self { config, preprocess, tokenizer, encoder, backend })
     }
@@ -87,17 +107,21 @@ impl Clip {
     /// Build from a converted model (manifest, shards, tokenizer). Every shard's size and sha256
     /// and every tensor's storage and shape are checked before the encoder is built.
     pub async fn from_converted(files: ConvertedFiles, choice: BackendChoice) -> Result<Self> {
-        let manifest = Manifest::from_json(&files.manifest_json)?;
-        let config = ClipConfig::from_hf_json(&manifest.config.to_string(), "manifest.json config")?;
+        Self::from_converted_parts(&files.manifest_json, &files.shards, &files.tokenizer_json, choice).await
+    }
+
+    /// [`Clip::from_converted`] on borrowed files.
+    pub async fn from_converted_parts(
+        manifest_json: &str,
+        shards: &std::collections::HashMap<String, Vec<u8>>,
+        tokenizer_json: &[u8],
+        choice: BackendChoice,
+    ) -> Result<Self> {
+        let manifest = Manifest::from_json(manifest_json)?;
         let preprocessor = manifest.preprocessor.as_ref().map(|p| p.to_string());
-        let preprocess = preprocess_config(&config, preprocessor.as_deref())?;
-        let pad = manifest.tokenizer_config.as_ref().and_then(|c| ClipTokenizer::pad_token_from_config(&c.to_string()));
-        let tokenizer =
-            ClipTokenizer::from_bytes(&files.tokenizer_json, pad.as_deref(), config.text.max_position_embeddings)?;
-        let weights = Weights::from_converted(&manifest, &files.shards)?;
-        drop(files.shards);
-        let (encoder, backend) = Encoder::load(&config, weights, choice).await?;
-        Ok(Self { config, preprocess, tokenizer, encoder, backend })
+        let tokenizer_config = manifest.tokenizer_config.as_ref().map(|c| c.to_string());
+        let weights = Weights::from_converted(&manifest, shards)?;
+        Self::build((&manifest.config.to_string(), "manifest.json config"), preprocessor.as_deref(), tokenizer_json, tokenizer_config.as_deref(), weights, choice).await
     }
 
     /// Load a Hugging Face checkpoint directory (`config.json`, `model.safetensors` or

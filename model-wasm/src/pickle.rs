@@ -9,17 +9,17 @@
 //! `<prefix>/data/<key>` entries.
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 
 use crate::weights::{Dtype, HostTensor};
 
 /// A tensor as recorded by the pickle: where its storage is and how it is viewed.
 #[derive(Debug, Clone, PartialEq)]
-struct TensorRef {
+pub(crate) struct TensorRef {
     key: String,
-    dtype: Option<Dtype>,
+    pub(crate) dtype: Option<Dtype>,
     offset: usize,
-    size: Vec<usize>,
+    pub(crate) size: Vec<usize>,
     stride: Vec<usize>,
 }
 
@@ -45,55 +45,87 @@ enum Value {
 /// Read every tensor of a `torch.save` zip archive. Non-float tensors (e.g. the int64
 /// `position_ids` buffers of old checkpoints) are skipped.
 pub fn read_torch_zip(bytes: &[u8], file: &str) -> Result<HashMap<String, HostTensor>, String> {
-    if bytes.len() >= 2 && &bytes[..2] != b"PK" {
-        return Err(if bytes.first() == Some(&0x80) {
-            "legacy (pre-1.6) PyTorch serialization is not supported; re-save it with torch>=1.6 or convert to safetensors".into()
-        } else {
-            "not a PyTorch zip archive".into()
-        });
-    }
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| format!("not a complete zip archive ({e}); is the download truncated?"))?;
-    let pkl_name = zip
-        .file_names()
-        .filter_map(|n| n.ok())
-        .find(|n| n.ends_with("data.pkl"))
-        .map(|n| n.into_owned())
-        .ok_or("no data.pkl in the archive")?;
-    let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    let pkl = read_entry(&mut zip, &pkl_name)?;
-    let root = Machine::new(&pkl).run().map_err(|e| format!("{pkl_name}: {e}"))?;
-    let Value::Dict(items) = root else {
-        return Err(format!("{pkl_name}: the pickle holds {}, not a state dict", kind(&root)));
-    };
+    let mut archive = TorchArchive::open(Cursor::new(bytes), file)?;
+    let names: Vec<String> = archive.tensors().map(|(n, _)| n.to_string()).collect();
     let mut out = HashMap::new();
-    for (k, v) in items {
-        let Value::Str(name) = k else { continue };
-        match v {
-            Value::Tensor(t) => {
-                let Some(dtype) = t.dtype else { continue };
-                let data = read_entry(&mut zip, &format!("{prefix}data/{}", t.key))?;
-                let tensor = gather(&data, dtype, &t).map_err(|e| format!("tensor `{name}`: {e}"))?;
-                out.insert(name, tensor);
-            }
-            other => {
-                // Opaque objects are never executed; a state dict should hold only tensors.
-                if let Value::Opaque(what) = &other {
-                    return Err(format!("entry `{name}` is `{what}`, not a tensor: refusing to run pickled code"));
-                }
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(format!("{file}: no floating-point tensors found"));
+    for name in names {
+        let t = archive.read(&name)?;
+        out.insert(name, t);
     }
     Ok(out)
 }
 
-fn read_entry(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>, String> {
+/// A `torch.save` zip archive opened for reading tensor by tensor: the pickle is interpreted up
+/// front (it is small), tensor bytes are read from the archive only when asked for, so a
+/// checkpoint read from a file is never held in memory whole.
+pub(crate) struct TorchArchive<R: Read + Seek> {
+    zip: zip::ZipArchive<R>,
+    prefix: String,
+    tensors: Vec<(String, TensorRef)>,
+}
+
+impl<R: Read + Seek> TorchArchive<R> {
+    pub(crate) fn open(mut reader: R, file: &str) -> Result<Self, String> {
+        let mut magic = [0u8; 2];
+        let n = reader.read(&mut magic).map_err(|e| e.to_string())?;
+        reader.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        if n >= 2 && &magic != b"PK" {
+            return Err(if magic[0] == 0x80 {
+                "legacy (pre-1.6) PyTorch serialization is not supported; re-save it with torch>=1.6 or convert to safetensors".into()
+            } else {
+                "not a PyTorch zip archive".into()
+            });
+        }
+        let mut zip = zip::ZipArchive::new(reader)
+            .map_err(|e| format!("not a complete zip archive ({e}); is the download truncated?"))?;
+        let pkl_name = zip
+            .file_names()
+            .filter_map(|n| n.ok())
+            .find(|n| n.ends_with("data.pkl"))
+            .map(|n| n.into_owned())
+            .ok_or("no data.pkl in the archive")?;
+        let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+        let pkl = read_entry(&mut zip, &pkl_name)?;
+        let root = Machine::new(&pkl).run().map_err(|e| format!("{pkl_name}: {e}"))?;
+        let Value::Dict(items) = root else {
+            return Err(format!("{pkl_name}: the pickle holds {}, not a state dict", kind(&root)));
+        };
+        let mut tensors = Vec::new();
+        for (k, v) in items {
+            let Value::Str(name) = k else { continue };
+            match v {
+                Value::Tensor(t) if t.dtype.is_some() => tensors.push((name, t)),
+                Value::Tensor(_) => {}
+                other => {
+                    // Opaque objects are never executed; a state dict should hold only tensors.
+                    if let Value::Opaque(what) = &other {
+                        return Err(format!("entry `{name}` is `{what}`, not a tensor: refusing to run pickled code"));
+                    }
+                }
+            }
+        }
+        if tensors.is_empty() {
+            return Err(format!("{file}: no floating-point tensors found"));
+        }
+        Ok(Self { zip, prefix, tensors })
+    }
+
+    /// Float tensors: name, shape and the bytes they take in the file.
+    pub(crate) fn tensors(&self) -> impl Iterator<Item = (&str, &TensorRef)> {
+        self.tensors.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    pub(crate) fn read(&mut self, name: &str) -> Result<HostTensor, String> {
+        let t = self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()).ok_or_else(|| format!("no tensor `{name}`"))?;
+        let data = read_entry(&mut self.zip, &format!("{}data/{}", self.prefix, t.key))?;
+        gather(&data, t.dtype.expect("float tensors only"), &t).map_err(|e| format!("tensor `{name}`: {e}"))
+    }
+}
+
+fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str) -> Result<Vec<u8>, String> {
     let mut f = zip.by_name(name).map_err(|e| format!("archive entry {name}: {e}"))?;
     let mut buf = Vec::with_capacity(f.size() as usize);
-    f.read_to_end(&mut buf).map_err(|e| format!("archive entry {name}: {e}"))?;
+    f.read_to_end(&mut buf).map_err(|e| format!("archive entry {name}: {e} (truncated or corrupt?)"))?;
     Ok(buf)
 }
 

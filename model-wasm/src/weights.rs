@@ -36,7 +36,7 @@ impl Dtype {
         }
     }
 
-    fn from_safetensors(s: &str) -> Option<Self> {
+    pub(crate) fn from_safetensors(s: &str) -> Option<Self> {
         match s {
             "F32" => Some(Self::F32),
             "F16" => Some(Self::F16),
@@ -148,20 +148,23 @@ fn safetensors_dtype_size(dtype: &str) -> Option<usize> {
     })
 }
 
-/// Parses a safetensors file's header and checks that every entry's byte range lies in the file
+/// One entry of a safetensors header: dtype name, shape and absolute byte range in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTensorInfo {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Parses a safetensors header (the JSON after the 8-byte length) of a file of `file_len` bytes
+/// whose data starts at `data_start`, checking that every entry's byte range lies in the file
 /// and matches its dtype and shape.
-pub fn read_safetensors_raw<'a>(bytes: &'a [u8], file: &str) -> Result<HashMap<String, RawTensor<'a>>> {
+pub fn parse_safetensors_header(header: &[u8], data_start: u64, file_len: u64, file: &str) -> Result<HashMap<String, RawTensorInfo>> {
     let bad = |reason: String| Error::Weights { file: file.to_string(), reason };
-    if bytes.len() < 8 {
-        return Err(bad(format!("{} bytes is too short for a safetensors file", bytes.len())));
-    }
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
-    let header_end = 8u64.checked_add(n).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
-        bad(format!("header claims {n} bytes but the file has {} (truncated?)", bytes.len()))
-    })? as usize;
-    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..header_end])
-        .map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
-    let data = &bytes[header_end..];
+    let header: HashMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    let data_len = file_len.saturating_sub(data_start) as usize;
     let mut tensors = HashMap::new();
     for (name, info) in header {
         if name == "__metadata__" {
@@ -175,8 +178,8 @@ pub fn read_safetensors_raw<'a>(bytes: &'a [u8], file: &str) -> Result<HashMap<S
         }
         let info: Info = serde_json::from_value(info).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
         let [start, end] = info.data_offsets;
-        if end < start || end > data.len() {
-            return Err(bad(format!("tensor `{name}` spans bytes {start}..{end} of {} (truncated?)", data.len())));
+        if end < start || end > data_len {
+            return Err(bad(format!("tensor `{name}` spans bytes {start}..{end} of {data_len} (truncated?)")));
         }
         let size = safetensors_dtype_size(&info.dtype)
             .ok_or_else(|| bad(format!("tensor `{name}` has unknown dtype {}", info.dtype)))?;
@@ -184,16 +187,31 @@ pub fn read_safetensors_raw<'a>(bytes: &'a [u8], file: &str) -> Result<HashMap<S
         if numel.and_then(|n| n.checked_mul(size)) != Some(end - start) {
             return Err(bad(format!("tensor `{name}`: {} bytes for {} {:?}", end - start, info.dtype, info.shape)));
         }
-        let raw = RawTensor {
-            dtype: info.dtype,
-            shape: info.shape,
-            start: header_end + start,
-            end: header_end + end,
-            bytes: &data[start..end],
-        };
-        tensors.insert(name, raw);
+        let at = data_start as usize;
+        tensors.insert(name, RawTensorInfo { dtype: info.dtype, shape: info.shape, start: at + start, end: at + end });
     }
     Ok(tensors)
+}
+
+/// Parses a safetensors file's header and checks that every entry's byte range lies in the file
+/// and matches its dtype and shape.
+pub fn read_safetensors_raw<'a>(bytes: &'a [u8], file: &str) -> Result<HashMap<String, RawTensor<'a>>> {
+    let bad = |reason: String| Error::Weights { file: file.to_string(), reason };
+    if bytes.len() < 8 {
+        return Err(bad(format!("{} bytes is too short for a safetensors file", bytes.len())));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default());
+    let header_end = 8u64.checked_add(n).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| {
+        bad(format!("header claims {n} bytes but the file has {} (truncated?)", bytes.len()))
+    })? as usize;
+    let infos = parse_safetensors_header(&bytes[8..header_end], header_end as u64, bytes.len() as u64, file)?;
+    Ok(infos
+        .into_iter()
+        .map(|(name, i)| {
+            let raw = RawTensor { bytes: &bytes[i.start..i.end], dtype: i.dtype, shape: i.shape, start: i.start, end: i.end };
+            (name, raw)
+        })
+        .collect())
 }
 
 /// Writes a safetensors file from `(key, dtype, shape, little-endian bytes)` entries, in order.

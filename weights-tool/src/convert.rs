@@ -7,30 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use model_wasm::converted::{
-    MANIFEST_FORMAT, MANIFEST_VERSION, Part, ShardEntry, TensorEntry, check_shard, matrix_dims, quantize_q4,
-    quantize_q8, sha256_hex,
-};
-use model_wasm::weights::write_safetensors_raw;
-use model_wasm::{BackendChoice, Clip, ClipConfig, Exif, HostTensor, Manifest, ModelCard, Scheme, Weights};
-
-/// q4 block length: 32 values share one f16 scale (4.5 bits per weight).
-pub const Q4_BLOCK: usize = 32;
-
-/// Text-tower tensors that a `q4` model keeps in q8: every layer's attention value and output
-/// projections, the whole first layer, and the text projection (3.5 MB more for ViT-B/32, as
-/// llama.cpp's Q4_K_M keeps `attn_v` in more bits). Chosen by measurement on ViT-B/32 with random
-/// weights (bench/q4_sensitivity.py: min / mean text cosine to fp32): all q4 at blocks of 16
-/// 0.974 / 0.980; q8 `v_proj` 0.980 / 0.985, `out_proj` 0.981 / 0.985, layer 0 0.981 / 0.986,
-/// `text_projection` 0.978 / 0.982; `q_proj`, `k_proj`, the token embedding, later layers
-/// ≤ 0.001 each. The vision tower tolerates q4 better (0.993 min at blocks of 16, 0.991 at 32),
-/// so blocks of 32 there pay for the q8 tensors and the model stays under 16% of fp32.
-fn q4_keeps_q8(name: &str) -> bool {
-    name == "text_projection.weight"
-        || name.starts_with("text_model.encoder.layers.0.")
-        || (name.starts_with("text_model.")
-            && (name.ends_with(".self_attn.v_proj.weight") || name.ends_with(".self_attn.out_proj.weight")))
-}
+use model_wasm::checkpoint::Dir;
+use model_wasm::convert::{ConvertOptions, Converter, Fidelity, Probe, known_templates};
+use model_wasm::converted::check_shard;
+use model_wasm::{BackendChoice, Checkpoint, Clip, ClipConfig, Exif, Manifest, ModelCard};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Dtype {
@@ -40,13 +20,13 @@ pub enum Dtype {
     Q4,
 }
 
-impl Dtype {
-    fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-            Self::Q8 => "q8",
-            Self::Q4 => "q4",
+impl From<Dtype> for model_wasm::convert::Dtype {
+    fn from(d: Dtype) -> Self {
+        match d {
+            Dtype::F32 => Self::F32,
+            Dtype::F16 => Self::F16,
+            Dtype::Q8 => Self::Q8,
+            Dtype::Q4 => Self::Q4,
         }
     }
 }
@@ -89,207 +69,83 @@ pub struct ConvertArgs {
     verbose: bool,
 }
 
-/// Which scheme a checkpoint tensor gets at a requested dtype. Linear and convolution weights and
-/// the token embedding (a lookup table, one row per token: per-row scales suit it) are
-/// quantized; layer norms, biases, class and position embeddings and `logit_scale` stay f32
-/// (f16 for the 2-D ones when anything is reduced). At q4 a few text-tower matrices stay q8
-/// ([`q4_keeps_q8`]). See BENCHMARKS.md for the measurements.
-pub fn scheme_for(name: &str, shape: &[usize], dtype: Dtype) -> Scheme {
-    let matrix = shape.len() >= 2;
-    let quantizable = matrix && name.ends_with(".weight") && !name.contains("position_embedding");
-    match dtype {
-        Dtype::F32 => Scheme::F32,
-        _ if !matrix => Scheme::F32,
-        Dtype::F16 => Scheme::F16,
-        _ if !quantizable => Scheme::F16,
-        Dtype::Q8 => Scheme::Q8,
-        Dtype::Q4 if q4_keeps_q8(name) => Scheme::Q8,
-        Dtype::Q4 => Scheme::Q4 { block: Q4_BLOCK },
-    }
-}
-
-/// A tensor encoded for storage: `(key, dtype, shape, bytes)` entries (data, then scales).
-struct Encoded {
-    name: String,
-    shape: Vec<usize>,
-    scheme: Scheme,
-    entries: Vec<(String, &'static str, Vec<usize>, Vec<u8>)>,
-    /// Max and mean |w − ŵ|.
-    error: (f32, f32),
-}
-
-fn encode(name: &str, t: &HostTensor, scheme: Scheme) -> Encoded {
-    let (rows, cols) = matrix_dims(&t.shape);
-    let le32 = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (entries, back): (Vec<_>, Vec<f32>) = match scheme {
-        Scheme::F32 => (vec![(name.to_string(), "F32", t.shape.clone(), le32(&t.data))], t.data.clone()),
-        Scheme::F16 => {
-            let h: Vec<half::f16> = t.data.iter().map(|&x| half::f16::from_f32(x)).collect();
-            let bytes = h.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (vec![(name.to_string(), "F16", t.shape.clone(), bytes)], h.iter().map(|x| x.to_f32()).collect())
-        }
-        Scheme::Q8 => {
-            let (codes, scales) = quantize_q8(&t.data, cols);
-            let bytes: Vec<u8> = codes.iter().map(|&c| c as u8).collect();
-            let back = model_wasm::converted::dequantize_q8(&bytes, &scales, cols);
-            let entries = vec![
-                (name.to_string(), "I8", vec![rows, cols], bytes),
-                (format!("{name}.scale"), "F32", vec![rows], le32(&scales)),
-            ];
-            (entries, back)
-        }
-        Scheme::Q4 { block } => {
-            let (codes, scales) = quantize_q4(&t.data, cols, block);
-            let back = model_wasm::converted::dequantize_q4(&codes, &scales, cols, block);
-            let blocks = scales.len() / rows.max(1);
-            let entries = vec![
-                (name.to_string(), "U8", vec![rows, codes.len() / rows.max(1)], codes),
-                (
-                    format!("{name}.scale"),
-                    "F16",
-                    vec![rows, blocks],
-                    scales.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ),
-            ];
-            (entries, back)
-        }
-    };
-    let diffs = t.data.iter().zip(&back).map(|(a, b)| (a - b).abs());
-    let (max, sum) = diffs.fold((0.0f32, 0.0f64), |(m, s), d| (m.max(d), s + d as f64));
-    let mean = (sum / t.data.len().max(1) as f64) as f32;
-    Encoded { name: name.to_string(), shape: t.shape.clone(), scheme, entries, error: (max, mean) }
-}
-
-fn bytes_of(e: &Encoded) -> usize {
-    e.entries.iter().map(|x| x.3.len()).sum()
-}
-
-/// A checkpoint directory of either layout, as Hugging Face-shaped files.
-pub fn read_checkpoint(dir: &std::path::Path, tokenizer: Option<&std::path::Path>) -> anyhow::Result<model_wasm::ModelFiles> {
-    if crate::openclip::is_open_clip(dir) {
-        crate::openclip::read_dir(dir, tokenizer).with_context(|| format!("reading OpenCLIP checkpoint {}", dir.display()))
-    } else {
-        model_wasm::read_model_dir(dir).with_context(|| format!("reading checkpoint {}", dir.display()))
-    }
+/// A checkpoint directory of either layout (Hugging Face or OpenCLIP), read lazily.
+pub fn read_checkpoint(dir: &std::path::Path, tokenizer: Option<&std::path::Path>) -> anyhow::Result<Checkpoint> {
+    let tokenizer = tokenizer.map(|t| std::fs::read(t).with_context(|| format!("reading {}", t.display()))).transpose()?;
+    Checkpoint::open(&Dir(dir.to_path_buf()), tokenizer.as_deref()).with_context(|| format!("reading checkpoint {}", dir.display()))
 }
 
 pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let dir = &args.checkpoint;
-    let files = read_checkpoint(dir, args.tokenizer.as_deref())?;
-    let config_value: serde_json::Value =
-        serde_json::from_str(&files.config_json).context("config.json is not valid JSON")?;
-    ClipConfig::from_hf_json(&files.config_json, "config.json")?;
-    let weights = Weights::from_bytes(&files.weights, &files.weights_name)?;
-    let mut names: Vec<String> = weights.names().map(str::to_string).collect();
-    names.sort();
-
-    let bar = indicatif::ProgressBar::new(names.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} tensors ({elapsed})")
+    let checkpoint = read_checkpoint(dir, args.tokenizer.as_deref())?;
+    let source = args.source.clone().unwrap_or_else(|| {
+        dir.canonicalize().unwrap_or(dir.clone()).file_name().map_or("checkpoint".into(), |n| n.to_string_lossy().into())
+    });
+    let card = ModelCard {
+        name: args.name.clone().unwrap_or_default(),
+        domain: args.domain.clone(),
+        license: if args.license == "unknown" { checkpoint.license().unwrap_or(args.license.clone()) } else { args.license.clone() },
+        templates: if args.templates.is_empty() { known_templates(&source) } else { args.templates.clone() },
+    };
+    let dtype: model_wasm::convert::Dtype = args.dtype.into();
+    let options = ConvertOptions { dtype, shard_bytes: args.shard_mb.max(1) * 1_000_000, source, card };
+    let mut converter = Converter::new(&checkpoint, options).with_context(|| format!("{} is not a convertible CLIP checkpoint", dir.display()))?;
+    let (_, total) = converter.progress();
+    let bar = indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {bytes}/{total_bytes} ({elapsed})")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    bar.set_message(args.dtype.name());
-    let mut encoded = Vec::with_capacity(names.len());
-    for name in &names {
-        let t = weights.get(name).expect("listed");
-        encoded.push(encode(name, t, scheme_for(name, &t.shape, args.dtype)));
-        bar.inc(1);
+    bar.set_message(dtype.name());
+    while converter.step().with_context(|| format!("converting {}", dir.display()))? {
+        bar.set_position(converter.progress().0);
     }
     bar.finish_and_clear();
-    drop(weights);
-
-    // Group tensors into shards of about `shard_mb`, in name order.
-    let limit = args.shard_mb.max(1) * 1_000_000;
-    let mut groups: Vec<Vec<usize>> = vec![Vec::new()];
-    let mut size = 0;
-    for (i, e) in encoded.iter().enumerate() {
-        let b = bytes_of(e);
-        if size > 0 && size + b > limit {
-            groups.push(Vec::new());
-            size = 0;
-        }
-        groups.last_mut().expect("non-empty").push(i);
-        size += b;
-    }
+    let converted = converter.finish()?;
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let mut tensors = Vec::with_capacity(encoded.len());
-    let mut shards = Vec::with_capacity(groups.len());
     let mut written = Vec::new();
-    for (s, group) in groups.iter().enumerate() {
-        let file = format!("model-{:05}-of-{:05}.safetensors", s + 1, groups.len());
-        let entries: Vec<_> = group.iter().flat_map(|&i| encoded[i].entries.iter().cloned()).collect();
-        let (bytes, ranges) = write_safetensors_raw(&entries);
-        let mut ranges = ranges.into_iter().zip(&entries);
-        for &i in group {
-            let e = &encoded[i];
-            let mut part = || {
-                let ((start, end), entry) = ranges.next().expect("one range per entry");
-                Part { key: entry.0.clone(), start: start as u64, end: end as u64 }
-            };
-            let data = part();
-            let scale = (e.entries.len() == 2).then(part);
-            tensors.push(TensorEntry { name: e.name.clone(), shape: e.shape.clone(), scheme: e.scheme, shard: s, data, scale });
-        }
-        shards.push(ShardEntry { file: file.clone(), bytes: bytes.len() as u64, sha256: sha256_hex(&bytes) });
-        let path = args.out.join(&file);
-        std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    for (name, bytes) in converted.files() {
+        let path = args.out.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
         written.push(path);
     }
-    let json = |s: &Option<String>| s.as_deref().and_then(|s| serde_json::from_str(s).ok());
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT.into(),
-        format_version: MANIFEST_VERSION,
-        architecture: "clip".into(),
-        source: args.source.clone().unwrap_or_else(|| {
-            dir.canonicalize().unwrap_or(dir.clone()).file_name().map_or("checkpoint".into(), |n| n.to_string_lossy().into())
-        }),
-        dtype: args.dtype.name().into(),
-        config: config_value,
-        preprocessor: json(&files.preprocessor_json),
-        tokenizer: "tokenizer.json".into(),
-        tokenizer_config: json(&files.tokenizer_config_json),
-        parameters: encoded.iter().map(|e| e.shape.iter().product::<usize>() as u64).sum(),
-        card: ModelCard {
-            name: args.name.clone().unwrap_or_default(),
-            domain: args.domain.clone(),
-            license: args.license.clone(),
-            templates: if args.templates.is_empty() { ModelCard::default().templates } else { args.templates.clone() },
-        },
-        tensors,
-        shards,
-    };
-    let manifest_path = args.out.join("manifest.json");
-    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest)?)?;
-    std::fs::write(args.out.join("tokenizer.json"), &files.tokenizer_json)?;
-    written.push(manifest_path);
-    written.push(args.out.join("tokenizer.json"));
 
     // Load what was written, exactly as the app will: shard checksums, storage and every
     // tensor's shape against the architecture. On failure nothing converted is left behind.
-    let check = pollster::block_on(Clip::load_dir(&args.out, BackendChoice::Cpu));
-    if let Err(err) = check {
-        for path in &written {
-            let _ = std::fs::remove_file(path);
+    let check = pollster::block_on(async {
+        let clip = Clip::load_dir(&args.out, BackendChoice::Cpu).await?;
+        let after = Probe::of(&clip).await?;
+        drop(clip);
+        let before = model_wasm::convert::probe_checkpoint(&checkpoint).await?;
+        Ok::<_, model_wasm::Error>(Fidelity::compare(&before, &after))
+    });
+    let fidelity = match check {
+        Ok(f) => f,
+        Err(err) => {
+            for path in &written {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(err).context(format!("{} is not a loadable CLIP checkpoint", dir.display()));
         }
-        return Err(err).context(format!("{} is not a loadable CLIP checkpoint", dir.display()));
-    }
+    };
 
     if args.verbose {
         println!("{:<72} {:>16} {:>6} {:>10} {:>10} {:>10}", "tensor", "shape", "scheme", "bytes", "max |err|", "mean |err|");
-        for e in &encoded {
+        for e in &converted.report {
             println!(
                 "{:<72} {:>16} {:>6} {:>10} {:>10.3e} {:>10.3e}",
                 e.name,
                 format!("{:?}", e.shape),
                 e.scheme.name(),
-                bytes_of(e),
-                e.error.0,
-                e.error.1
+                e.bytes,
+                e.max_error,
+                e.mean_error
             );
         }
     }
+    let manifest = &converted.manifest;
     let total = manifest.total_bytes();
     let f32_bytes = manifest.parameters * 4;
     println!(
@@ -297,11 +153,18 @@ pub fn convert(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         dir.display(),
         manifest.parameters,
         args.out.display(),
-        args.dtype.name(),
+        dtype.name(),
         human(total),
         manifest.shards.len(),
         100.0 * total as f64 / f32_bytes as f64,
         started.elapsed().as_secs_f64()
+    );
+    println!(
+        "fidelity on the bundled images and prompts: min cosine images {:.6}, texts {:.6}; zero-shot agreement {:.0}%{}",
+        fidelity.image_min,
+        fidelity.text_min,
+        100.0 * fidelity.agreement,
+        if fidelity.passes(dtype) { String::new() } else { format!(" (below the app's {} bound of {})", dtype.name(), dtype.min_cosine()) }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -384,7 +247,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let converted = Clip::load_dir(&args.converted, BackendChoice::Cpu)
         .await
         .with_context(|| format!("loading converted model {}", args.converted.display()))?;
-    let original = Clip::from_files(read_checkpoint(&args.against, args.tokenizer.as_deref())?, BackendChoice::Cpu)
+    let original = Clip::from_checkpoint(&read_checkpoint(&args.against, args.tokenizer.as_deref())?, BackendChoice::Cpu)
         .await
         .with_context(|| format!("loading checkpoint {}", args.against.display()))?;
     let mut names = Vec::new();
@@ -538,32 +401,3 @@ fn find_manifests(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) -
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::q4_keeps_q8;
-
-    #[test]
-    fn q4_keeps_the_measured_sensitive_text_tensors_in_q8() {
-        for name in [
-            "text_projection.weight",
-            "text_model.encoder.layers.0.mlp.fc1.weight",
-            "text_model.encoder.layers.0.self_attn.q_proj.weight",
-            "text_model.encoder.layers.7.self_attn.v_proj.weight",
-            "text_model.encoder.layers.11.self_attn.out_proj.weight",
-        ] {
-            assert!(q4_keeps_q8(name), "{name} stays q8");
-        }
-        for name in [
-            "visual_projection.weight",
-            "vision_model.encoder.layers.0.mlp.fc1.weight",
-            "vision_model.encoder.layers.3.self_attn.v_proj.weight",
-            "vision_model.encoder.layers.3.self_attn.out_proj.weight",
-            "text_model.encoder.layers.10.mlp.fc2.weight",
-            "text_model.encoder.layers.5.self_attn.q_proj.weight",
-            "text_model.encoder.layers.1.self_attn.k_proj.weight",
-            "text_model.embeddings.token_embedding.weight",
-        ] {
-            assert!(!q4_keeps_q8(name), "{name} is q4");
-        }
-    }
-}

@@ -9,7 +9,6 @@
 
 mod convert;
 mod fetch;
-mod openclip;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -179,10 +178,10 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         ExifArg::Apply => Exif::Apply,
         ExifArg::Ignore => Exif::Ignore,
     };
-    let clip = if openclip::is_open_clip(&args.model) {
-        Clip::from_files(openclip::read_dir(&args.model, None)?, choice).await
-    } else {
+    let clip = if args.model.join("manifest.json").exists() {
         Clip::load_dir(&args.model, choice).await
+    } else {
+        Clip::from_checkpoint(&convert::read_checkpoint(&args.model, None)?, choice).await
     }
     .with_context(|| format!("loading model {}", args.model.display()))?;
     if let Some(reason) = &clip.backend().fallback_reason {

@@ -124,7 +124,7 @@ fn errors_are_specific_and_exit_2() {
     let out = tool().args(["embed", "--model"]).arg(g.join("images")).args(["--text", "x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no model.safetensors or pytorch_model.bin"), "{stderr}");
+    assert!(stderr.contains("config.json is missing"), "{stderr}");
     let out = tool().args(["embed", "--model"]).arg(g.join("models/tiny-gelu-eos49407")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to embed"));
