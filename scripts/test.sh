@@ -35,4 +35,13 @@ target/debug/weights-tool embed --model public/models/demo --backend cpu --image
   "${texts[@]}" > target/browser/native.json
 node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend webgpu
 node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend cpu
+echo "== adding models from this computer, in Chromium (converted in the tab, against weights-tool embed)"
+mkdir -p target/browser/models
+images=(tests/golden/images/{photo-120x90.jpg,rgba-64x48.png,odd-37x23.png,grey-50x70.png})
+for pair in hf-safetensors:tiny-quickgelu-eos2 hf-bin:tiny-quickgelu-eos2 openclip:tiny-openclip; do
+  printf -v args -- '--image %s ' "${images[@]}"
+  # shellcheck disable=SC2086
+  target/debug/weights-tool embed --model "tests/golden/models/${pair#*:}" --backend cpu $args > "target/browser/models/${pair%%:*}.json"
+done
+node tests/browser/models.test.mjs --dist dist --native target/browser/models
 echo "all tests passed in $(( $(date +%s) - start )) s"

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 pub mod collection;
 #[cfg(target_arch = "wasm32")]
+pub mod models;
+#[cfg(target_arch = "wasm32")]
 pub mod opfs;
 
 /// UI → worker.
@@ -49,6 +51,19 @@ pub enum Request {
     Export,
     /// Add the images of the collection file that follows (from an export).
     Import { name: String },
+    /// Add a model from the files that follow (a Hugging Face or OpenCLIP checkpoint, or a
+    /// converted model; `names` are their paths), converted to `dtype` (`f32`, `f16`, `q8`, `q4`).
+    ImportModel { names: Vec<String>, dtype: String },
+    /// Keep the model whose conversion fell below the fidelity bound (the user insists).
+    KeepImport,
+    /// Drop it.
+    DiscardImport,
+    /// List the models stored on this device ([`Event::LocalModels`]).
+    ListModels,
+    /// Delete a stored model, its files and its collection.
+    RemoveModel { key: String },
+    /// Change a stored model's prompt templates.
+    SetTemplates { key: String, templates: Vec<String> },
 }
 
 /// Worker → UI.
@@ -87,8 +102,57 @@ pub enum Event {
     Imported { name: String, added: usize, duplicates: usize },
     /// The encoder failed on the GPU and the model was reloaded on the CPU; nothing was lost.
     BackendChanged { backend: Backend, detail: String },
+    /// Progress of a model import: `stage` is `read`, `convert`, `check` or `store`; bytes (or,
+    /// for `check`, steps) done of the total.
+    ImportProgress { stage: String, done: u64, total: u64 },
+    /// The converted model against the unconverted weights on the bundled images and prompts.
+    /// Below `required` the model is kept only if the user insists ([`Request::KeepImport`]).
+    ImportChecked { fidelity: FidelityReport, passes: bool },
+    /// The model is stored on this device (or, `duplicate`, already was).
+    ImportDone { model: LocalModel, duplicate: bool },
+    /// The import failed (or was cancelled); nothing of it was kept.
+    ImportFailed { message: String },
+    /// The models stored on this device.
+    LocalModels { models: Vec<LocalModel> },
     /// A request failed as a whole (one bad file never does: see `Skipped`).
     Error { message: String },
+}
+
+/// A model added from this computer and kept in this browser's private storage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalModel {
+    /// First 16 hex digits of the sha256 of its `manifest.json`: its storage folder and the key
+    /// of its collection.
+    pub key: String,
+    pub name: String,
+    /// Where it came from (the dropped folder's name).
+    pub source: String,
+    pub dtype: String,
+    pub bytes: u64,
+    pub license: String,
+    pub domain: String,
+    pub templates: Vec<String>,
+    /// The fidelity measured when it was added (absent for a converted model added as is).
+    #[serde(default)]
+    pub fidelity: Option<FidelityReport>,
+}
+
+impl LocalModel {
+    /// The model's `base` for [`Request::Load`].
+    pub fn base(&self) -> String {
+        format!("{LOCAL_PREFIX}{}", self.key)
+    }
+}
+
+/// `base` prefix of models stored on this device.
+pub const LOCAL_PREFIX: &str = "local/";
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FidelityReport {
+    pub dtype_required: f64,
+    pub image_min: f64,
+    pub text_min: f64,
+    pub agreement: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,13 +14,15 @@ fn main() {
 
 #[cfg(target_arch = "wasm32")]
 mod files;
+#[cfg(target_arch = "wasm32")]
+mod model_panel;
 
 #[cfg(target_arch = "wasm32")]
 mod ui {
     use std::collections::HashMap;
 
     use app::{
-        Backend, Catalog, Classification, Event, Hit, Query, Request, apply_template, classification_csv, human_bytes,
+        Backend, Catalog, Classification, Event, Hit, LOCAL_PREFIX, Query, Request, apply_template, classification_csv, human_bytes,
         human_seconds, parse_labels,
     };
     use js_sys::{Array, Uint8Array};
@@ -34,6 +36,14 @@ mod ui {
     };
 
     use crate::files;
+    use crate::model_panel::{ImportProgress, ModelPanel, ModelState};
+
+    /// Where the last chosen model is remembered (this browser only).
+    const LAST_MODEL: &str = "obscura-model";
+
+    fn local_storage() -> Option<web_sys::Storage> {
+        web_sys::window()?.local_storage().ok().flatten()
+    }
 
     const PAGE: usize = 24;
     /// Gallery cells: a square thumbnail and the gap after it, in CSS pixels.
@@ -61,7 +71,7 @@ mod ui {
         per_second: f64,
     }
 
-    fn send(worker: &Worker, request: &Request, files: &[File]) {
+    pub(crate) fn send(worker: &Worker, request: &Request, files: &[File]) {
         let msg = Array::new();
         msg.push(&JsValue::from_str(&serde_json::to_string(request).expect("requests serialise")));
         for f in files {
@@ -146,8 +156,12 @@ mod ui {
 
     #[component]
     pub fn App() -> impl IntoView {
-        let catalog = RwSignal::new(None::<Catalog>);
-        let model = RwSignal::new(None::<String>); // id of the chosen catalog model
+        let models = ModelState::new();
+        let catalog = models.catalog;
+        let model = models.model; // id of the chosen model: a catalog id or `local/<key>`
+        // Images dropped before the model is ready wait here and are added once it is.
+        let waiting = StoredValue::new_local(Vec::<(String, File)>::new());
+        let waiting_count = RwSignal::new(0usize);
         let loaded = RwSignal::new(None::<String>); // base of the model loaded in the worker
         let download_progress = RwSignal::new(None::<(u64, u64, u64)>);
         let backend = RwSignal::new(None::<(Backend, String)>);
@@ -203,10 +217,7 @@ mod ui {
         let force_cpu = RwSignal::new(None::<String>);
         let send_request = move |request: &Request, files: &[File]| worker.with_value(|w| send(w, request, files));
 
-        let template = move || {
-            let id = model.get()?;
-            catalog.with(|c| c.as_ref()?.models.iter().find(|m| m.id == id)?.templates.first().cloned())
-        };
+        let template = move || models.template_of(&model.get()?);
 
         let forget_thumbs = move || {
             thumbs.with_untracked(|t| t.iter().for_each(|t| Url::revoke_object_url(&t.url).unwrap_or_default()));
@@ -220,20 +231,19 @@ mod ui {
 
         let load_model = move || {
             let Some(id) = model.get_untracked() else { return };
-            let Some(base) =
-                catalog.with_untracked(|c| c.as_ref()?.models.iter().find(|m| m.id == id).map(|m| m.preferred().path.clone()))
-            else {
-                return;
-            };
-            let base = format!("models/{base}");
+            let Some(base) = models.base_of(&id) else { return };
             if loaded.get_untracked().as_deref() == Some(base.as_str()) || !booted.get_untracked() {
                 return;
+            }
+            models.failed.set(None);
+            if let Some(s) = local_storage() {
+                let _ = s.set_item(LAST_MODEL, &id);
             }
             // Each model has its own collection: the worker restores this model's after loading.
             forget_thumbs();
             loaded.set(Some(base.clone()));
             backend.set(None);
-            status.set(format!("Loading {id}…"));
+            status.set(format!("Loading {}…", models.name_of(&id)));
             send_request(&Request::Load { base, cpu: force_cpu.get_untracked() }, &[]);
         };
 
@@ -276,7 +286,11 @@ mod ui {
                 return;
             }
             if !model_ready() {
-                error.set(Some("The model is still loading: add images when it is ready.".into()));
+                // Kept, and added as soon as the model is ready.
+                waiting.update_value(|w| w.extend(list));
+                let n = waiting.with_value(Vec::len);
+                waiting_count.set(n);
+                status.set(format!("{n} images waiting for the model: they are added as soon as it is ready"));
                 return;
             }
             let (names, files): (Vec<String>, Vec<File>) = list.into_iter().unzip();
@@ -314,7 +328,58 @@ mod ui {
             match event {
                 Event::Booted => {
                     booted.set(true);
+                    send_request(&Request::ListModels, &[]);
                     load_model();
+                }
+                Event::LocalModels { models: list } => {
+                    let current = model.get_untracked().unwrap_or_default();
+                    let gone = current.starts_with(LOCAL_PREFIX) && !list.iter().any(|m| m.base() == current);
+                    models.local.set(list);
+                    if gone {
+                        // The selected stored model was removed: back to the app's default.
+                        if let Some(s) = local_storage() {
+                            let _ = s.remove_item(LAST_MODEL);
+                        }
+                        loaded.set(None);
+                        backend.set(None);
+                        model.set(catalog.with_untracked(|c| c.as_ref().and_then(|c| c.default_model().map(|m| m.id.clone()))));
+                        load_model();
+                    }
+                }
+                Event::ImportProgress { stage, done, total } => models.progress.update(|p| {
+                    let started = match p {
+                        Some(p) if p.stage == stage => p.started,
+                        _ => js_sys::Date::now(),
+                    };
+                    *p = Some(ImportProgress { stage, done, total, started });
+                }),
+                Event::ImportChecked { fidelity, passes } => {
+                    models.check.set(Some((fidelity, passes)));
+                    if !passes {
+                        models.importing.set(false);
+                        models.progress.set(None);
+                    }
+                }
+                Event::ImportDone { model: m, duplicate } => {
+                    models.importing.set(false);
+                    models.progress.set(None);
+                    models.import_note.set(Some(if duplicate {
+                        format!("{} is already on this device ({}): selected, not stored twice.", m.name, m.dtype)
+                    } else {
+                        format!("{} ({}, {}) is stored on this device and loads from here next time.", m.name, m.dtype, human_bytes(m.bytes))
+                    }));
+                    models.local.update(|l| {
+                        if !l.iter().any(|x| x.key == m.key) {
+                            l.push(m.clone());
+                        }
+                    });
+                    model.set(Some(m.base()));
+                    load_model();
+                }
+                Event::ImportFailed { message } => {
+                    models.importing.set(false);
+                    models.progress.set(None);
+                    models.import_error.set(Some(message));
                 }
                 Event::Download { loaded, total, cached } => download_progress.set(Some((loaded, total, cached))),
                 Event::ModelReady { backend: b, detail, millis, .. } => {
@@ -326,14 +391,35 @@ mod ui {
                 Event::ModelFailed { base, message } => {
                     loaded.set(None);
                     download_progress.set(None);
+                    models.failed.set(Some(message.clone()));
                     error.set(Some(format!("Could not load {base}: {message}")));
                     status.set("No model loaded".into());
+                    if base.starts_with(LOCAL_PREFIX) {
+                        // A stored model that is gone: back to the app's default.
+                        if let Some(s) = local_storage() {
+                            let _ = s.remove_item(LAST_MODEL);
+                        }
+                        let fallback = catalog.with_untracked(|c| c.as_ref().and_then(|c| c.default_model().map(|m| m.id.clone())));
+                        if fallback.is_some() && fallback != model.get_untracked() {
+                            model.set(fallback);
+                            load_model();
+                        }
+                    }
                 }
                 Event::BackendChanged { backend: b, detail } => {
                     error.set(Some(format!("Moved to the {} backend: {detail}. The collection is unchanged.", b.label())));
                     backend.set(Some((b, detail)));
                 }
                 Event::Restored { count, dropped_tail } => {
+                    let queued = waiting.try_update_value(std::mem::take).unwrap_or_default();
+                    waiting_count.set(0);
+                    if !queued.is_empty() {
+                        let (names, files): (Vec<String>, Vec<File>) = queued.into_iter().unzip();
+                        skipped.set(Vec::new());
+                        adding.set(true);
+                        progress.set(Some(Progress { done: 0, total: files.len(), per_second: 0.0 }));
+                        send_request(&Request::Add { names }, &files);
+                    }
                     if count > 0 {
                         status.set(format!("{count} images restored from this browser's storage"));
                     }
@@ -478,7 +564,11 @@ mod ui {
         spawn_local(async move {
             match fetch_catalog().await {
                 Ok(c) => {
-                    model.set(c.default_model().map(|m| m.id.clone()));
+                    // The last model chosen in this browser (a stored one loads from here), else
+                    // the default.
+                    let last = local_storage().and_then(|s| s.get_item(LAST_MODEL).ok().flatten());
+                    let known = |id: &String| id.starts_with(LOCAL_PREFIX) || c.models.iter().any(|m| &m.id == id);
+                    model.set(last.filter(known).or_else(|| c.default_model().map(|m| m.id.clone())));
                     catalog.set(Some(c));
                     load_model();
                 }
@@ -591,15 +681,6 @@ mod ui {
                 <h1>"Obscura"</h1>
                 <span class="tag">"private image search — everything stays on this device"</span>
                 <span class="spacer"></span>
-                <label>"Model "
-                    <select on:change=move |ev| { model.set(Some(event_target_value(&ev))); load_model(); }>
-                        {move || catalog.get().map(|c| c.models.into_iter().map(|m| {
-                            let selected = model.get().as_deref() == Some(m.id.as_str());
-                            let v = m.preferred().clone();
-                            view! { <option value=m.id.clone() selected=selected>{format!("{} ({}, {})", m.name, v.dtype, human_bytes(v.bytes))}</option> }
-                        }).collect_view())}
-                    </select>
-                </label>
                 <span class="badge" data-testid="backend" title=move || backend.get().map(|b| b.1).unwrap_or_default()>
                     {move || match backend.get() {
                         // The short reason; the whole of it is in the title.
@@ -609,6 +690,14 @@ mod ui {
                 </span>
             </header>
             <main>
+                <ModelPanel state=models worker=worker
+                    on_select=Callback::new(move |id: String| { model.set(Some(id)); load_model(); })
+                    ready=Signal::derive(move || {
+                        let id = model.get()?;
+                        let base = models.base_of(&id)?;
+                        (loaded.get().as_deref() == Some(base.as_str())).then_some(())?;
+                        backend.get().map(|(b, _)| format!("{} on {}", models.name_of(&id), b.label()))
+                    })/>
                 <p class="status" role="status" data-testid="status">
                     {move || status.get()}
                     {move || download_progress.get().map(|(l, t, c)| {

@@ -33,11 +33,88 @@ async fn sleep(ms: i32) {
 }
 
 async fn dir() -> Result<FileSystemDirectoryHandle, String> {
-    let root: FileSystemDirectoryHandle =
-        JsFuture::from(scope().navigator().storage().get_directory()).await.map_err(js_err)?.unchecked_into();
+    subdir(None, DIR, true).await?.ok_or_else(|| format!("{DIR} could not be created"))
+}
+
+/// The folder `name` in `parent` (the OPFS root when `None`); created when `create`, else
+/// `None` when it does not exist.
+pub async fn subdir(parent: Option<&FileSystemDirectoryHandle>, name: &str, create: bool) -> Result<Option<FileSystemDirectoryHandle>, String> {
+    let root: FileSystemDirectoryHandle = match parent {
+        Some(p) => p.clone(),
+        None => JsFuture::from(scope().navigator().storage().get_directory()).await.map_err(js_err)?.unchecked_into(),
+    };
     let opts = FileSystemGetDirectoryOptions::new();
+    opts.set_create(create);
+    match JsFuture::from(root.get_directory_handle_with_options(name, &opts)).await {
+        Ok(d) => Ok(Some(d.unchecked_into())),
+        Err(e) if !create => {
+            let _ = e;
+            Ok(None)
+        }
+        Err(e) => Err(js_err(e)),
+    }
+}
+
+/// Writes (replacing) `name` in `dir` and flushes. A full disk or quota fails here, by name.
+pub async fn write_in(dir: &FileSystemDirectoryHandle, name: &str, bytes: &[u8]) -> Result<(), String> {
+    let opts = FileSystemGetFileOptions::new();
     opts.set_create(true);
-    Ok(JsFuture::from(root.get_directory_handle_with_options(DIR, &opts)).await.map_err(js_err)?.unchecked_into())
+    let file: FileSystemFileHandle = JsFuture::from(dir.get_file_handle_with_options(name, &opts)).await.map_err(js_err)?.unchecked_into();
+    let handle: FileSystemSyncAccessHandle = JsFuture::from(file.create_sync_access_handle()).await.map_err(js_err)?.unchecked_into();
+    let result = (|| {
+        handle.truncate_with_f64(0.0).map_err(js_err)?;
+        let at = FileSystemReadWriteOptions::new();
+        at.set_at(0.0);
+        let n = handle.write_with_u8_array_and_options(bytes, &at).map_err(js_err)?;
+        if n as usize != bytes.len() {
+            return Err(format!("wrote {n} of {} bytes of {name} (is the disk full?)", bytes.len()));
+        }
+        handle.flush().map_err(js_err)
+    })();
+    handle.close();
+    result
+}
+
+/// `name` in `dir`, or `None` when it does not exist.
+pub async fn read_in(dir: &FileSystemDirectoryHandle, name: &str) -> Result<Option<Vec<u8>>, String> {
+    let Ok(file) = JsFuture::from(dir.get_file_handle(name)).await else { return Ok(None) };
+    let file: FileSystemFileHandle = file.unchecked_into();
+    let handle: FileSystemSyncAccessHandle = JsFuture::from(file.create_sync_access_handle()).await.map_err(js_err)?.unchecked_into();
+    let result = (|| {
+        let len = handle.get_size().map_err(js_err)?;
+        let mut out = vec![0u8; len as usize];
+        let at = FileSystemReadWriteOptions::new();
+        at.set_at(0.0);
+        let n = handle.read_with_u8_array_and_options(&mut out, &at).map_err(js_err)?;
+        out.truncate(n as usize);
+        Ok(Some(out))
+    })();
+    handle.close();
+    result
+}
+
+/// The names in `dir`.
+pub async fn list(dir: &FileSystemDirectoryHandle) -> Vec<String> {
+    let iter = dir.keys();
+    let mut out = Vec::new();
+    loop {
+        let Ok(p) = iter.next() else { break };
+        let Ok(step) = JsFuture::from(p).await else { break };
+        if js_sys::Reflect::get(&step, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true) {
+            break;
+        }
+        if let Some(name) = js_sys::Reflect::get(&step, &"value".into()).ok().and_then(|v| v.as_string()) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Removes `name` (a file, or a folder with everything in it) from `dir`.
+pub async fn remove_in(dir: &FileSystemDirectoryHandle, name: &str) -> Result<(), String> {
+    let opts = web_sys::FileSystemRemoveOptions::new();
+    opts.set_recursive(true);
+    JsFuture::from(dir.remove_entry_with_options(name, &opts)).await.map(|_| ()).map_err(js_err)
 }
 
 /// One open file.

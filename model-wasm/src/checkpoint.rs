@@ -59,7 +59,7 @@ impl Source for Bytes {
     }
 }
 
-pub(crate) fn past_end(name: &str, offset: u64, len: usize, size: u64) -> Error {
+pub fn past_end(name: &str, offset: u64, len: usize, size: u64) -> Error {
     Error::Weights { file: name.into(), reason: format!("bytes {offset}..{} are past the end of the file ({size} bytes; truncated?)", offset + len as u64) }
 }
 

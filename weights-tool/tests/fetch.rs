@@ -117,3 +117,29 @@ fn failures_are_specific_and_leave_no_partial_files() {
     assert!(!ok && stderr.contains("could not reach the hub"), "{stderr}");
     std::fs::remove_dir_all(out).ok();
 }
+
+/// `scripts/add-model.sh` end to end against the stand-in hub: fetch, convert, verify, catalog.
+#[test]
+fn add_model_script_fetches_converts_verifies_and_writes_the_catalog() {
+    let endpoint = hub();
+    let models = scratch("add-model");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let o = Command::new("bash")
+        .arg(root.join("scripts/add-model.sh"))
+        .args(["org/tiny", "--dtype", "q8", "--name", "Tiny CLIP", "--domain", "pathology"])
+        .env("HF_ENDPOINT", &endpoint)
+        .env("OBSCURA_MODELS", &models)
+        .env("WEIGHTS_TOOL", env!("CARGO_BIN_EXE_weights-tool"))
+        .env_remove("HF_TOKEN")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("zero-shot top-1 agreement"), "{stdout}");
+    let catalog: serde_json::Value = serde_json::from_slice(&std::fs::read(models.join("catalog.json")).unwrap()).unwrap();
+    let model = &catalog["models"][0];
+    assert_eq!((model["name"].as_str(), model["source"].as_str(), model["domain"].as_str()), (Some("Tiny CLIP"), Some("org/tiny"), Some("pathology")));
+    assert_eq!((model["variants"][0]["dtype"].as_str(), model["variants"][0]["path"].as_str()), (Some("q8"), Some("tiny/q8")));
+    std::fs::remove_dir_all(&models).ok();
+    std::fs::remove_dir_all(root.join("checkpoints/org--tiny")).ok();
+}

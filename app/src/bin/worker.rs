@@ -22,7 +22,10 @@ mod worker {
     use std::rc::Rc;
 
     use app::collection::{self, Header};
-    use app::{Backend, Classification, Event, Hit, Item, MAX_FILE_BYTES, Query, Request};
+    use app::{Backend, Classification, Event, FidelityReport, Hit, Item, LOCAL_PREFIX, LocalModel, MAX_FILE_BYTES, Query, Request};
+    use app::models;
+    use model_wasm::convert::{self, ConvertOptions, Converted, Converter, Fidelity, Probe};
+    use model_wasm::{Checkpoint, Layout, ModelCard};
     use index::Index;
     use js_sys::{Array, Promise, Uint8Array};
     use app::opfs;
@@ -59,6 +62,10 @@ mod worker {
         store: Option<opfs::File>,
         cancel: Cell<bool>,
         adding: Cell<bool>,
+        /// A model import is running.
+        importing: Cell<bool>,
+        /// A converted model that fell below the fidelity bound, waiting for Keep or Discard.
+        pending: Option<(LocalModel, Converted)>,
     }
 
     thread_local! {
@@ -126,6 +133,30 @@ mod worker {
             Request::ClearCollection => clear_collection().await,
             Request::Export => export().await,
             Request::Import { name } => import(files, name).await,
+            Request::ImportModel { names, dtype } => {
+                if STATE.with(|s| s.borrow().importing.replace(true)) {
+                    return post(&Event::ImportFailed { message: "a model is already being added: wait or cancel".into() });
+                }
+                STATE.with(|s| s.borrow().cancel.set(false));
+                let result = import_model(files, names, dtype).await;
+                STATE.with(|s| s.borrow().importing.set(false));
+                if let Err(message) = result {
+                    post(&Event::ImportFailed { message });
+                }
+                Ok(())
+            }
+            Request::KeepImport => keep_import().await,
+            Request::DiscardImport => {
+                STATE.with(|s| s.borrow_mut().pending = None);
+                post(&Event::ImportFailed { message: "discarded: the converted model was not kept".into() });
+                Ok(())
+            }
+            Request::ListModels => list_models().await,
+            Request::RemoveModel { key } => remove_model(key).await,
+            Request::SetTemplates { key, templates } => match models::set_templates(&key, templates).await {
+                Ok(_) => list_models().await,
+                Err(e) => Err(e),
+            },
             Request::Cancel => Ok(()),
         };
         if let Err(message) = result {
@@ -200,6 +231,15 @@ mod worker {
     /// Downloads (or takes from the cache) and verifies the model's files, and builds the model
     /// on `choice`. Returns it with the sha256 of its manifest.
     async fn fetch_model(base: &str, choice: BackendChoice) -> Result<(Clip, String), String> {
+        if let Some(key) = base.strip_prefix(LOCAL_PREFIX) {
+            let (manifest_bytes, tokenizer_json, shards) = models::read(key).await?;
+            let total = shards.values().map(|s| s.len() as u64).sum();
+            post(&Event::Download { loaded: total, total, cached: total });
+            let manifest_sha256 = collection::hex(&Sha256::digest(&manifest_bytes));
+            let manifest_json = String::from_utf8_lossy(&manifest_bytes);
+            let clip = Clip::from_converted_parts(&manifest_json, &shards, &tokenizer_json, choice).await.map_err(|e| e.to_string())?;
+            return Ok((clip, manifest_sha256));
+        }
         let cache = cache().await?;
         let manifest_bytes = small_file(&cache, &format!("{base}/manifest.json")).await?;
         let manifest_sha256 = collection::hex(&Sha256::digest(&manifest_bytes));
@@ -464,6 +504,203 @@ mod worker {
         JsFuture::from(caches.delete(CACHE)).await.map_err(js_err)?;
         post(&Event::ModelsCleared);
         Ok(())
+    }
+
+    // ------------------------------------------------------------------ models from this computer
+
+    async fn list_models() -> Result<(), String> {
+        post(&Event::LocalModels { models: models::list().await? });
+        Ok(())
+    }
+
+    async fn remove_model(key: String) -> Result<(), String> {
+        if STATE.with(|s| s.borrow().base == format!("{LOCAL_PREFIX}{key}")) {
+            // Let go of its collection file before deleting it.
+            STATE.with(|s| {
+                let mut s = s.borrow_mut();
+                s.store = None;
+                s.clip = None;
+                s.base.clear();
+            });
+        }
+        models::remove(&key).await?;
+        // Its collection: the files are named by the first 16 hex digits of the manifest's sha256.
+        opfs::remove(&format!("{key}.collection")).await;
+        opfs::remove(&format!("{key}.index")).await;
+        list_models().await
+    }
+
+    fn cancelled() -> bool {
+        STATE.with(|s| s.borrow().cancel.get())
+    }
+
+    /// Progress at most every 100 ms, and always at the ends.
+    struct Throttle(f64);
+    impl Throttle {
+        fn post(&mut self, stage: &str, done: u64, total: u64) {
+            let now = js_sys::Date::now();
+            if now - self.0 > 100.0 || done == 0 || done >= total {
+                self.0 = now;
+                post(&Event::ImportProgress { stage: stage.into(), done, total });
+            }
+        }
+    }
+
+    /// Adds a model from the dropped files: converts a checkpoint (lazily, a tensor at a time) or
+    /// takes a converted model as it is, checks it, and stores it on this device.
+    async fn import_model(files: Vec<File>, names: Vec<String>, dtype: String) -> Result<(), String> {
+        let dtype = convert::Dtype::parse(&dtype).ok_or_else(|| format!("unknown dtype {dtype:?} (f32, f16, q8 or q4)"))?;
+        STATE.with(|s| s.borrow_mut().pending = None);
+        let (folder, source) = models::folder(files, &names)?;
+        let mut throttle = Throttle(0.0);
+        let layout = Layout::detect(&folder).map_err(|e| e.to_string())?;
+        if layout == Layout::Converted {
+            return import_converted(&folder, &source, &mut throttle).await;
+        }
+        // OpenCLIP checkpoints rarely ship a tokenizer: theirs is CLIP's BPE, the demo model's.
+        let bundled = if layout == Layout::OpenClip && folder.0.get("tokenizer.json").is_none() {
+            let cache = cache().await?;
+            Some(small_file(&cache, "models/demo/tokenizer.json").await?)
+        } else {
+            None
+        };
+        throttle.post("read", 0, 1);
+        let checkpoint = Checkpoint::open(&folder, bundled.as_deref()).map_err(|e| e.to_string())?;
+        throttle.post("read", 1, 1);
+        let license = checkpoint.license().unwrap_or_else(|| "unknown: check the source".into());
+        let card = ModelCard { name: source.clone(), domain: String::new(), license: license.clone(), templates: convert::known_templates(&source) };
+        let options = ConvertOptions { dtype, shard_bytes: 32_000_000, source: source.clone(), card: card.clone() };
+        let mut converter = Converter::new(&checkpoint, options).map_err(|e| e.to_string())?;
+        loop {
+            let (done, total) = converter.progress();
+            throttle.post("convert", done, total);
+            if cancelled() {
+                return Err("cancelled: nothing was kept".into());
+            }
+            if !converter.step().map_err(|e| e.to_string())? {
+                break;
+            }
+            yield_now().await;
+        }
+        let converted = converter.finish().map_err(|e| e.to_string())?;
+        let key = converted.manifest_sha256()[..16].to_string();
+        if let Some(existing) = models::get(&key).await? {
+            post(&Event::ImportDone { model: existing, duplicate: true });
+            return list_models().await;
+        }
+        // Fidelity: the unconverted model first (then dropped), the converted one after.
+        throttle.post("check", 0, 4);
+        let original = Clip::from_checkpoint(&checkpoint, BackendChoice::Cpu).await.map_err(|e| e.to_string())?;
+        throttle.post("check", 1, 4);
+        let before = Probe::of(&original).await.map_err(|e| e.to_string())?;
+        drop(original);
+        drop(checkpoint);
+        if cancelled() {
+            return Err("cancelled: nothing was kept".into());
+        }
+        throttle.post("check", 2, 4);
+        let loaded = converted.load(BackendChoice::Cpu).await.map_err(|e| format!("the converted model does not load: {e}"))?;
+        throttle.post("check", 3, 4);
+        let after = Probe::of(&loaded).await.map_err(|e| e.to_string())?;
+        drop(loaded);
+        throttle.post("check", 4, 4);
+        let fidelity = Fidelity::compare(&before, &after);
+        let report = FidelityReport {
+            dtype_required: dtype.min_cosine(),
+            image_min: fidelity.image_min,
+            text_min: fidelity.text_min,
+            agreement: fidelity.agreement,
+        };
+        let passes = fidelity.passes(dtype);
+        post(&Event::ImportChecked { fidelity: report, passes });
+        let model = LocalModel {
+            key,
+            name: source.clone(),
+            source,
+            dtype: dtype.name().into(),
+            bytes: converted.manifest.total_bytes(),
+            license,
+            domain: String::new(),
+            templates: card.templates,
+            fidelity: Some(report),
+        };
+        if !passes {
+            STATE.with(|s| s.borrow_mut().pending = Some((model, converted)));
+            return Ok(());
+        }
+        store_model(model, &converted, &mut throttle).await
+    }
+
+    async fn keep_import() -> Result<(), String> {
+        let Some((model, converted)) = STATE.with(|s| s.borrow_mut().pending.take()) else {
+            return Err("there is no converted model waiting".into());
+        };
+        if let Err(message) = store_model(model, &converted, &mut Throttle(0.0)).await {
+            post(&Event::ImportFailed { message });
+        }
+        Ok(())
+    }
+
+    async fn store_model(model: LocalModel, converted: &Converted, throttle: &mut Throttle) -> Result<(), String> {
+        let files = converted.files();
+        throttle.post("store", 0, 1);
+        models::store(&model, &files, |done, total| throttle.post("store", done, total)).await?;
+        post(&Event::ImportDone { model, duplicate: false });
+        list_models().await
+    }
+
+    /// A converted model (manifest, shards, tokenizer) is checked as the app loads it and stored
+    /// as it is.
+    async fn import_converted(folder: &model_wasm::checkpoint::Files, source: &str, throttle: &mut Throttle) -> Result<(), String> {
+        let read = |name: &str| -> Result<Vec<u8>, String> {
+            let file = folder.0.get(name).ok_or_else(|| format!("{name} is missing: manifest.json lists it as part of the model"))?;
+            file.read_all().map_err(|e| e.to_string())
+        };
+        let manifest_bytes = read("manifest.json")?;
+        let manifest_json = String::from_utf8(manifest_bytes.clone()).map_err(|_| "manifest.json is not UTF-8".to_string())?;
+        let manifest = model_wasm::Manifest::from_json(&manifest_json).map_err(|e| e.to_string())?;
+        let key = collection::hex(&Sha256::digest(&manifest_bytes))[..16].to_string();
+        if let Some(existing) = models::get(&key).await? {
+            post(&Event::ImportDone { model: existing, duplicate: true });
+            return list_models().await;
+        }
+        let total = manifest.total_bytes();
+        let mut shards = HashMap::new();
+        let mut done = 0;
+        for s in &manifest.shards {
+            if cancelled() {
+                return Err("cancelled: nothing was kept".into());
+            }
+            let bytes = read(&s.file)?;
+            converted::check_shard(s, &bytes).map_err(|e| e.to_string())?;
+            done += bytes.len() as u64;
+            shards.insert(s.file.clone(), bytes);
+            throttle.post("read", done, total);
+            yield_now().await;
+        }
+        let tokenizer_json = read(&manifest.tokenizer)?;
+        throttle.post("check", 0, 1);
+        Clip::from_converted_parts(&manifest_json, &shards, &tokenizer_json, BackendChoice::Cpu).await.map_err(|e| e.to_string())?;
+        throttle.post("check", 1, 1);
+        let name = if manifest.card.name.is_empty() { manifest.source.clone() } else { manifest.card.name.clone() };
+        let model = LocalModel {
+            key,
+            name: if name.is_empty() { source.to_string() } else { name },
+            source: manifest.source.clone(),
+            dtype: manifest.dtype.clone(),
+            bytes: total,
+            license: manifest.card.license.clone(),
+            domain: manifest.card.domain.clone(),
+            templates: manifest.card.templates.clone(),
+            fidelity: None,
+        };
+        let mut files: Vec<(&str, &[u8])> = manifest.shards.iter().map(|s| (s.file.as_str(), shards[&s.file].as_slice())).collect();
+        files.push((manifest.tokenizer.as_str(), &tokenizer_json));
+        files.push(("manifest.json", &manifest_bytes));
+        throttle.post("store", 0, 1);
+        models::store(&model, &files, |d, t| throttle.post("store", d, t)).await?;
+        post(&Event::ImportDone { model, duplicate: false });
+        list_models().await
     }
 
     // ------------------------------------------------------------------ images

@@ -1,0 +1,267 @@
+// "Add a model from this computer", driven in headless Chromium (CPU backend: no WebGPU, so the
+// numbers are the CPU backend's on every machine): checkpoints of each layout are dropped on the
+// model input, converted in the tab and stored; their embeddings of golden images (read back
+// from an exported collection) are compared with `weights-tool embed` on the same checkpoint.
+// Then: the same model twice is recognised, a reload keeps the models, images added while a model
+// loads are kept, every bad input gets its message and leaves nothing behind (a full storage
+// quota included), Remove deletes a model and its storage, and every request is a same-origin
+// GET without a body.
+//
+//   node tests/browser/models.test.mjs --dist dist --native DIR
+//
+// DIR holds `<case>.json`, the output of `weights-tool embed --backend cpu` for each case below.
+
+import { createServer } from "node:http";
+import { readFile, mkdtemp, writeFile, mkdir, copyFile, stat } from "node:fs/promises";
+import { join, extname, resolve, normalize, basename } from "node:path";
+import { tmpdir } from "node:os";
+import { chromium } from "playwright-core";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
+);
+const root = resolve(new URL("../..", import.meta.url).pathname);
+const dist = resolve(args.dist ?? join(root, "dist"));
+const golden = join(root, "tests", "golden");
+const IMAGES = ["photo-120x90.jpg", "rgba-64x48.png", "odd-37x23.png", "grey-50x70.png"].map((f) => join(golden, "images", f));
+// case → checkpoint files, dtype, least cosine to the native embeddings.
+const CASES = [
+  { id: "hf-safetensors", dir: "models/tiny-quickgelu-eos2", files: ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"], dtype: "f32", min: 0.99999 },
+  { id: "hf-bin", dir: "models/tiny-quickgelu-eos2", files: ["config.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"], dtype: "q8", min: 0.995 },
+  { id: "openclip", dir: "models/tiny-openclip", files: ["open_clip_config.json", "open_clip_pytorch_model.bin"], dtype: "f32", min: 0.99999 },
+];
+
+let failures = 0;
+function check(ok, what) {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  if (!ok) failures++;
+}
+
+// ---------------------------------------------------------------- a plain static server
+const MIME = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".json": "application/json" };
+const served = [];
+const server = createServer(async (req, res) => {
+  served.push({ method: req.method, url: req.url });
+  const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^\/+/, "");
+  const file = join(dist, path === "" ? "index.html" : path);
+  if (!file.startsWith(dist)) return res.writeHead(403).end();
+  try {
+    await stat(file);
+    res.writeHead(200, { "content-type": MIME[extname(file)] ?? "application/octet-stream", "cache-control": "no-cache" }).end(await readFile(file));
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((r) => server.listen(0, "127.0.0.1", r));
+const origin = `http://127.0.0.1:${server.address().port}`;
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu-sandbox", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-features=WebGPU"],
+});
+const context = await browser.newContext({ acceptDownloads: true });
+const requests = [];
+context.on("request", (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0 }));
+const page = await context.newPage();
+page.on("console", (m) => m.type() === "error" && console.log(`  [page] ${m.text()}`));
+page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
+page.on("worker", (w) => w.on("console", (m) => m.type() === "error" && console.log(`  [worker] ${m.text()}`)));
+page.on("dialog", (d) => d.accept());
+
+const scratch = await mkdtemp(join(tmpdir(), "obscura-models-"));
+const text = (id) => page.getByTestId(id).textContent().catch(() => "");
+const waitText = (id, re, timeout = 300_000) =>
+  page.waitForFunction(([id, src]) => new RegExp(src).test(document.querySelector(`[data-testid="${id}"]`)?.textContent ?? ""), [id, re.source], { timeout });
+const ready = () => waitText("model-status", /^ready/);
+const pickerOptions = () => page.$$eval('[data-testid="model-picker"] option', (os) => os.map((o) => ({ value: o.value, text: o.textContent, selected: o.selected })));
+const storedModels = () =>
+  page.evaluate(async () => {
+    const root = await navigator.storage.getDirectory();
+    let dir;
+    try {
+      dir = await root.getDirectoryHandle("obscura-models");
+    } catch {
+      return [];
+    }
+    const out = [];
+    for await (const k of dir.keys()) out.push(k);
+    return out;
+  });
+
+/// Parses an exported collection (app/src/collection.rs): name → embedding.
+function parseCollection(buf) {
+  let at = 8;
+  const u32 = () => { const v = buf.readUInt32LE(at); at += 4; return v; };
+  const hlen = u32();
+  const header = JSON.parse(buf.subarray(at, at + hlen).toString());
+  at += hlen + 4;
+  const out = {};
+  while (at < buf.length) {
+    const kind = buf[at]; at += 1;
+    const len = u32();
+    const body = buf.subarray(at, at + len); at += len + 4;
+    if (kind !== 1) continue;
+    let p = 8 + 32;
+    const nlen = body.readUInt16LE(p); p += 2;
+    const name = body.subarray(p, p + nlen).toString(); p += nlen;
+    const tlen = body.readUInt32LE(p); p += 4 + tlen;
+    const emb = [];
+    for (let k = 0; k < header.dim; k++) emb.push(body.readFloatLE(p + 4 * k));
+    out[name] = emb;
+  }
+  return out;
+}
+const cosine = (a, b) => a.reduce((s, x, k) => s + x * b[k], 0) / Math.sqrt(a.reduce((s, x) => s + x * x, 0) * b.reduce((s, x) => s + x * x, 0));
+
+/// Copies a case's files into a folder of their own (the input sees plain files).
+async function caseFiles(c, extra = {}) {
+  const dir = join(scratch, c.id);
+  await mkdir(dir, { recursive: true });
+  const out = [];
+  for (const f of c.files) {
+    await copyFile(join(golden, c.dir, f), join(dir, f));
+    out.push(join(dir, f));
+  }
+  for (const [f, bytes] of Object.entries(extra)) {
+    await writeFile(join(dir, f), bytes);
+    out.push(join(dir, f));
+  }
+  return out;
+}
+
+async function importModel(files, dtype) {
+  await page.getByTestId("model-dtype").selectOption(dtype);
+  const before = (await pickerOptions()).length;
+  await page.getByTestId("model-import").setInputFiles(files);
+  // Done (a new option, or a note that it is already there), refused, or below the bound.
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('[data-testid="model-picker"] option').length > n || document.querySelector('[data-testid="model-import-note"]') || document.querySelector('[data-testid="model-import-error"]') || document.querySelector('[data-testid="model-keep"]'),
+    before,
+    { timeout: 600_000 },
+  );
+  if (await page.getByTestId("model-keep").count()) {
+    console.log(`  below the fidelity bound: ${await text("model-fidelity")}; keeping it anyway`);
+    await page.getByTestId("model-keep").click();
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid="model-picker"] option').length > n, before, { timeout: 600_000 });
+  }
+}
+
+const started = Date.now();
+try {
+  await page.goto(origin + "/");
+  await ready();
+  check(true, `the default model is ready: "${await text("model-status")}"`);
+
+  // ---------------------------------------------------------------- each layout, converted in the tab
+  for (const c of CASES) {
+    const native = JSON.parse(await readFile(join(args.native, `${c.id}.json`), "utf8"));
+    const t0 = Date.now();
+    await importModel(await caseFiles(c), c.dtype);
+    await ready();
+    const seconds = (Date.now() - t0) / 1000;
+    const fidelity = await text("model-fidelity");
+    check(/min cosine images/.test(fidelity), `${c.id} → ${c.dtype} in ${seconds.toFixed(1)} s; ${fidelity.trim()}`);
+    const selected = (await pickerOptions()).find((o) => o.selected);
+    check(selected?.value.startsWith("local/") && selected.text.includes("on this device"), `the picker lists and selects it: "${selected?.text}"`);
+    await page.getByTestId("file-input").setInputFiles(IMAGES);
+    await page.waitForFunction((n) => document.querySelector('[data-testid="image-count"]')?.textContent === String(n) && !document.querySelector(".drop progress"), IMAGES.length, { timeout: 300_000 });
+    const [download] = await Promise.all([page.waitForEvent("download"), page.getByTestId("export").click()]);
+    const path = join(scratch, `${c.id}.obscura`);
+    await download.saveAs(path);
+    const got = parseCollection(await readFile(path));
+    let worst = 1;
+    for (const img of native.images) {
+      const e = got[basename(img.path)];
+      worst = Math.min(worst, e ? cosine(e, img.embedding) : -1);
+    }
+    check(worst >= c.min, `${c.id} (${c.dtype}): embeddings of ${native.images.length} golden images against weights-tool embed, min cosine ${worst.toFixed(7)} ≥ ${c.min}`);
+  }
+
+  // ---------------------------------------------------------------- the same model twice
+  const stored = await storedModels();
+  await importModel(await caseFiles(CASES[0]), CASES[0].dtype);
+  check(/already on this device/.test(await text("model-import-note")) && (await storedModels()).length === stored.length, `the same checkpoint again is recognised and not stored twice: "${await text("model-import-note")}"`);
+
+  // ---------------------------------------------------------------- a reload keeps them; images dropped while loading are kept
+  const localBefore = (await pickerOptions()).filter((o) => o.value.startsWith("local/")).length;
+  await page.reload();
+  await page.getByTestId("file-input").setInputFiles(IMAGES.slice(0, 2), { timeout: 60_000 });
+  const early = await text("model-status");
+  await ready();
+  const localAfter = (await pickerOptions()).filter((o) => o.value.startsWith("local/")).length;
+  check(localAfter === localBefore && localAfter === CASES.length, `after a reload the ${localAfter} stored models are listed and the last one loads from this browser`);
+  await page.waitForFunction(() => !document.querySelector(".drop progress") && /Indexed|skipped/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ""), null, { timeout: 120_000 }).catch(() => {});
+  const skipped = await page.$$eval('[data-testid="skipped"]', (els) => els.map((e) => e.textContent));
+  check(!/^ready/.test(early) ? skipped.length === 2 && skipped.every((s) => s.includes("duplicate")) : true, `2 images dropped while the model loaded ("${early}") were kept and handled once it was ready (${skipped.length} reported as duplicates of the stored collection)`);
+
+  // ---------------------------------------------------------------- bad input: a named error, nothing kept
+  const hf = CASES[0];
+  const hfDir = join(golden, hf.dir);
+  const config = JSON.parse(await readFile(join(hfDir, "config.json"), "utf8"));
+  const weights = await readFile(join(hfDir, "model.safetensors"));
+  const tokenizer = await readFile(join(hfDir, "tokenizer.json"));
+  const bad = [
+    ["weights alone", { "model.safetensors": weights }, /config\.json is missing/],
+    ["no tokenizer", { "config.json": JSON.stringify(config), "model.safetensors": weights }, /tokenizer\.json is missing/],
+    ["no weights", { "config.json": JSON.stringify(config), "tokenizer.json": tokenizer }, /model\.safetensors or pytorch_model\.bin is missing/],
+    ["SigLIP", { "config.json": JSON.stringify({ model_type: "siglip", architectures: ["SiglipModel"] }), "model.safetensors": weights, "tokenizer.json": tokenizer }, /siglip/],
+    ["BiomedCLIP", { "open_clip_config.json": JSON.stringify({ model_cfg: { embed_dim: 512, vision_cfg: { timm_model_name: "vit_base_patch16_224" }, text_cfg: { hf_model_name: "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract", hf_tokenizer_name: "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract" } } }), "open_clip_pytorch_model.bin": weights }, /timm|BERT/],
+    ["Swin", { "open_clip_config.json": JSON.stringify({ model_cfg: { embed_dim: 512, vision_cfg: { timm_model_name: "swin_base_patch4_window7_224" }, text_cfg: {} } }), "open_clip_pytorch_model.bin": weights }, /Swin/],
+    ["truncated weights", { "config.json": JSON.stringify(config), "model.safetensors": weights.subarray(0, weights.length - 1000), "tokenizer.json": tokenizer }, /truncated/],
+    ["corrupt .bin", { "config.json": JSON.stringify(config), "pytorch_model.bin": Buffer.concat([Buffer.from("PK\x03\x04"), Buffer.alloc(5000, 7)]), "tokenizer.json": tokenizer }, /zip|truncated|corrupt/],
+    ["mismatched config", { "config.json": JSON.stringify({ ...config, text_config: { ...config.text_config, hidden_size: 32, num_attention_heads: 4 } }), "model.safetensors": weights, "tokenizer.json": tokenizer }, /shape/],
+  ];
+  for (const [what, files, want] of bad) {
+    const dir = join(scratch, `bad-${what.replace(/\W+/g, "-")}`);
+    await mkdir(dir, { recursive: true });
+    const paths = [];
+    for (const [f, bytes] of Object.entries(files)) {
+      await writeFile(join(dir, f), bytes);
+      paths.push(join(dir, f));
+    }
+    await page.getByTestId("model-import").setInputFiles(paths);
+    await page.waitForFunction(() => document.querySelector('[data-testid="model-import-error"]'), null, { timeout: 300_000 });
+    const message = (await text("model-import-error")).replace(/dismiss$/, "").trim();
+    check(want.test(message) && (await storedModels()).length === CASES.length, `${what}: "${message}"`);
+    await page.locator('[data-testid="model-import-error"] button').click();
+  }
+
+  // A full storage quota: the import fails by name and leaves nothing half-written.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 1 });
+  await page.getByTestId("model-dtype").selectOption("f16");
+  await page.getByTestId("model-import").setInputFiles(await caseFiles({ ...CASES[0], id: "quota" }));
+  await page.waitForFunction(() => document.querySelector('[data-testid="model-import-error"]'), null, { timeout: 300_000 });
+  const quota = (await text("model-import-error")).replace(/dismiss$/, "").trim();
+  check(/storage is full/.test(quota) && (await storedModels()).length === CASES.length, `storage quota exceeded: "${quota}"`);
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin });
+  await page.locator('[data-testid="model-import-error"] button').click();
+
+  // ---------------------------------------------------------------- Remove
+  const victim = (await pickerOptions()).find((o) => o.selected && o.value.startsWith("local/"));
+  await page.getByTestId("model-remove").click();
+  await page.waitForFunction((v) => ![...document.querySelectorAll('[data-testid="model-picker"] option')].some((o) => o.value === v), victim.value);
+  const left = await storedModels();
+  check(left.length === CASES.length - 1 && !left.includes(victim.value.slice(6)), `Remove deletes the model and its files (${left.length} stored models left)`);
+  await ready();
+  check(!(await pickerOptions()).find((o) => o.selected).value.startsWith("local/"), "and the app goes back to its default model");
+  console.log(`total ${((Date.now() - started) / 1000).toFixed(1)} s`);
+} catch (e) {
+  check(false, `the run finished: ${e.message}`);
+  await page.screenshot({ path: join(tmpdir(), "obscura-models.png") }).catch(() => {});
+} finally {
+  const foreign = requests.filter((r) => !(r.url.startsWith(origin + "/") || r.url.startsWith("blob:" + origin) || r.url.startsWith("data:")));
+  check(foreign.length === 0, `every request stays on ${origin}${foreign.length ? ": " + foreign.map((r) => r.url).join(", ") : ""}`);
+  const carrying = requests.filter((r) => r.method !== "GET" || r.body > 0);
+  check(carrying.length === 0, `no request sends data (${requests.length} requests, all GET without a body)`);
+  const leaked = served.filter((r) => r.method !== "GET" || /\.(safetensors|bin|jpg|png)$/.test(r.url) && !r.url.includes("/models/"));
+  check(leaked.length === 0, `the server saw no uploads of the checkpoints or images: ${leaked.map((r) => r.url).join(", ")}`);
+  await browser.close();
+  server.close();
+}
+if (failures) {
+  console.log(`${failures} check(s) failed`);
+  process.exit(1);
+}
+console.log("all checks passed");
