@@ -37,11 +37,13 @@ node tests/browser/app.test.mjs --dist dist --native target/browser/native.json 
 node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend cpu
 echo "== adding models from this computer, in Chromium (converted in the tab, against weights-tool embed)"
 mkdir -p target/browser/models
+# A random 256-wide checkpoint as model.safetensors and pytorch_model.bin (the example cargo test built).
+target/debug/examples/random_clip target/browser/models/w256 w256 both
 images=(tests/golden/images/{photo-120x90.jpg,rgba-64x48.png,odd-37x23.png,grey-50x70.png})
-for pair in hf-safetensors:tiny-quickgelu-eos2 hf-bin:tiny-quickgelu-eos2 openclip:tiny-openclip; do
-  printf -v args -- '--image %s ' "${images[@]}"
-  # shellcheck disable=SC2086
-  target/debug/weights-tool embed --model "tests/golden/models/${pair#*:}" --backend cpu $args > "target/browser/models/${pair%%:*}.json"
+printf -v image_args -- '--image %s ' "${images[@]}"
+# shellcheck disable=SC2086
+for pair in hf-safetensors:target/browser/models/w256 hf-bin:target/browser/models/w256 openclip:tests/golden/models/tiny-openclip; do
+  target/debug/weights-tool embed --model "${pair#*:}" --backend cpu $image_args > "target/browser/models/${pair%%:*}.json"
 done
 node tests/browser/models.test.mjs --dist dist --native target/browser/models
 echo "all tests passed in $(( $(date +%s) - start )) s"

@@ -108,8 +108,10 @@ pub enum Event {
     /// The converted model against the unconverted weights on the bundled images and prompts.
     /// Below `required` the model is kept only if the user insists ([`Request::KeepImport`]).
     ImportChecked { fidelity: FidelityReport, passes: bool },
-    /// The model is stored on this device (or, `duplicate`, already was).
-    ImportDone { model: LocalModel, duplicate: bool },
+    /// The model is stored on this device (or, `duplicate`, already was), `seconds` after the
+    /// files were given; `wasm_memory` is the worker's wasm memory then (it only grows, so this
+    /// is its peak).
+    ImportDone { model: LocalModel, duplicate: bool, seconds: f64, wasm_memory: u64 },
     /// The import failed (or was cancelled); nothing of it was kept.
     ImportFailed { message: String },
     /// The models stored on this device.

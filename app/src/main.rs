@@ -360,7 +360,8 @@ mod ui {
                         models.progress.set(None);
                     }
                 }
-                Event::ImportDone { model: m, duplicate } => {
+                Event::ImportDone { model: m, duplicate, seconds, wasm_memory } => {
+                    models.import_stats.set(Some((seconds, wasm_memory)));
                     models.importing.set(false);
                     models.progress.set(None);
                     models.import_note.set(Some(if duplicate {

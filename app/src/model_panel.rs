@@ -30,6 +30,8 @@ pub struct ModelState {
     pub check: RwSignal<Option<(FidelityReport, bool)>>,
     pub import_error: RwSignal<Option<String>>,
     pub import_note: RwSignal<Option<String>>,
+    /// Seconds and the worker's peak wasm memory of the last import.
+    pub import_stats: RwSignal<Option<(f64, u64)>>,
     pub dtype: RwSignal<String>,
     /// The reason the last load failed, for the status line.
     pub failed: RwSignal<Option<String>>,
@@ -46,6 +48,7 @@ impl ModelState {
             check: RwSignal::new(None),
             import_error: RwSignal::new(None),
             import_note: RwSignal::new(None),
+            import_stats: RwSignal::new(None),
             dtype: RwSignal::new("q8".into()),
             failed: RwSignal::new(None),
         }
@@ -130,6 +133,14 @@ pub fn ModelPanel(
         let pending = files::from_drop(&dt);
         leptos::task::spawn_local(async move { start(pending.await) });
     };
+    // Opened whenever there is something to show; never closed under the user.
+    let details = NodeRef::<leptos::html::Details>::new();
+    Effect::new(move |_| {
+        let show = state.importing.get() || state.import_error.get().is_some() || state.check.get().is_some() || state.import_note.get().is_some();
+        if let (true, Some(el)) = (show, details.get()) {
+            el.set_open(true);
+        }
+    });
     let templates_text = RwSignal::new(String::new());
     // The selected stored model's templates, editable.
     Effect::new(move |_| {
@@ -175,7 +186,7 @@ pub fn ModelPanel(
                     },
                 }}
             </span>
-            <details class="add-model" open=move || state.importing.get() || state.import_error.get().is_some() || state.check.get().is_some()>
+            <details class="add-model" node_ref=details>
                 <summary>"Add a model from this computer"</summary>
                 <p class="muted">"A Hugging Face CLIP checkpoint (config.json, model.safetensors or pytorch_model.bin, tokenizer.json), an OpenCLIP one (open_clip_config.json and its weights) or a converted model (manifest.json). It is converted here, in this tab, and kept in this browser: nothing is uploaded."</p>
                 <p>
@@ -230,7 +241,14 @@ pub fn ModelPanel(
                         })}
                     </p>
                 })}
-                {move || state.import_note.get().map(|n| view! { <p class="note" data-testid="model-import-note">{n}</p> })}
+                {move || state.import_note.get().map(|n| {
+                    let (seconds, memory) = state.import_stats.get().unwrap_or_default();
+                    view! {
+                        <p class="note" data-testid="model-import-note" data-seconds=seconds.to_string() data-wasm-memory=memory.to_string()>
+                            {n}{format!(" ({}, worker memory {})", human_seconds(seconds), human_bytes(memory))}
+                        </p>
+                    }
+                })}
                 {move || state.import_error.get().map(|e| view! {
                     <p class="error" role="alert" data-testid="model-import-error">{e}" "<button on:click=move |_| state.import_error.set(None)>"dismiss"</button></p>
                 })}

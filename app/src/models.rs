@@ -65,8 +65,9 @@ impl Source for WebFile {
     }
 }
 
-/// The dropped files by name, and the name of what was dropped (the folder, else the weights
-/// file's stem).
+/// The dropped files by name, and the name of what was dropped: the folder's, else the
+/// checkpoint's own (`_name_or_path` in config.json), else the weights file's stem when it is
+/// not a generic one.
 pub fn folder(files: Vec<File>, names: &[String]) -> Result<(Files, String), String> {
     let mut out = Files::default();
     let mut source = None;
@@ -77,11 +78,22 @@ pub fn folder(files: Vec<File>, names: &[String]) -> Result<(Files, String), Str
         }
         out.insert(&path, WebFile::new(f, path.clone())?);
     }
+    let source = source.or_else(|| {
+        let config = out.0.get("config.json")?.read_all().ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&config).ok()?;
+        v.get("_name_or_path")?.as_str().filter(|s| !s.is_empty()).map(|s| s.trim_end_matches('/').to_string())
+    });
     let source = source.unwrap_or_else(|| {
         let mut names: Vec<&String> = out.0.keys().collect();
         names.sort();
         let weights = names.iter().find(|n| n.ends_with(".safetensors") || n.ends_with(".bin")).or(names.first());
-        weights.map_or("model".into(), |n| n.rsplit_once('.').map_or(n.as_str(), |(s, _)| s).to_string())
+        let stem = weights.map_or("model", |n| n.rsplit_once('.').map_or(n.as_str(), |(s, _)| s));
+        const GENERIC: [&str; 5] = ["model", "pytorch_model", "open_clip_pytorch_model", "open_clip_model", "manifest"];
+        if GENERIC.contains(&stem) {
+            if out.0.contains_key(model_wasm::openclip::CONFIG) { "OpenCLIP model".into() } else { "CLIP model".into() }
+        } else {
+            stem.to_string()
+        }
     });
     Ok((out, source))
 }
@@ -122,10 +134,10 @@ pub async fn get(key: &str) -> Result<Option<LocalModel>, String> {
 /// is removed again and the error says what happened.
 pub async fn store(model: &LocalModel, files: &[(&str, &[u8])], mut progress: impl FnMut(u64, u64)) -> Result<(), String> {
     let root = root().await?;
-    let dir = opfs::subdir(Some(&root), &model.key, true).await?.ok_or("could not create the model's folder")?;
     let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
     let mut done = 0;
     let result = async {
+        let dir = opfs::subdir(Some(&root), &model.key, true).await?.ok_or("could not create the model's folder")?;
         for (name, bytes) in files {
             opfs::write_in(&dir, name, bytes).await?;
             done += bytes.len() as u64;

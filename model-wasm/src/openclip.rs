@@ -85,6 +85,16 @@ pub fn map_config(json: &str) -> Result<MappedConfig> {
     let not = |want: &'static str| move |v: &Value| v.as_str() != Some(want);
     let (not_tok, not_argmax, not_linear) = (not("tok"), not("argmax"), not("linear"));
     let is_list = |v: &Value| v.is_array();
+    // The text tower first: BiomedCLIP is best known by its BERT text tower.
+    refuse_variants("text_cfg", text, &[
+        ("hf_model_name", &|v: &Value| v.is_string()),
+        ("pool_type", &not_argmax),
+        ("proj_type", &not_linear),
+        ("proj_bias", &truthy),
+        ("embed_cls", &truthy),
+        ("no_causal_mask", &truthy),
+        ("final_ln_after_pool", &truthy),
+    ])?;
     refuse_variants("vision_cfg", vision, &[
         ("timm_model_name", &|v: &Value| v.is_string()),
         ("layers", &is_list),
@@ -95,15 +105,6 @@ pub fn map_config(json: &str) -> Result<MappedConfig> {
         ("output_tokens", &truthy),
         ("act_kwargs", &|_: &Value| true),
         ("norm_kwargs", &|_: &Value| true),
-    ])?;
-    refuse_variants("text_cfg", text, &[
-        ("hf_model_name", &|v: &Value| v.is_string()),
-        ("pool_type", &not_argmax),
-        ("proj_type", &not_linear),
-        ("proj_bias", &truthy),
-        ("embed_cls", &truthy),
-        ("no_causal_mask", &truthy),
-        ("final_ln_after_pool", &truthy),
     ])?;
     if get(model_cfg, "custom_text").is_some_and(truthy) {
         return Err(Error::UnsupportedArchitecture { file: CONFIG.into(), found: "model_cfg.custom_text = true".into() });

@@ -9,7 +9,8 @@
 //
 //   node tests/browser/models.test.mjs --dist dist --native DIR
 //
-// DIR holds `<case>.json`, the output of `weights-tool embed --backend cpu` for each case below.
+// DIR holds `<case>.json`, the output of `weights-tool embed --backend cpu` for each case below,
+// and `w256/`, a random 256-wide checkpoint (weights-tool's example random_clip, both formats).
 
 import { createServer } from "node:http";
 import { readFile, mkdtemp, writeFile, mkdir, copyFile, stat } from "node:fs/promises";
@@ -25,10 +26,11 @@ const dist = resolve(args.dist ?? join(root, "dist"));
 const golden = join(root, "tests", "golden");
 const IMAGES = ["photo-120x90.jpg", "rgba-64x48.png", "odd-37x23.png", "grey-50x70.png"].map((f) => join(golden, "images", f));
 // case → checkpoint files, dtype, least cosine to the native embeddings.
+const w256 = join(resolve(args.native), "w256");
 const CASES = [
-  { id: "hf-safetensors", dir: "models/tiny-quickgelu-eos2", files: ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"], dtype: "f32", min: 0.99999 },
-  { id: "hf-bin", dir: "models/tiny-quickgelu-eos2", files: ["config.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"], dtype: "q8", min: 0.995 },
-  { id: "openclip", dir: "models/tiny-openclip", files: ["open_clip_config.json", "open_clip_pytorch_model.bin"], dtype: "f32", min: 0.99999 },
+  { id: "hf-safetensors", dir: w256, files: ["config.json", "model.safetensors", "tokenizer.json"], dtype: "f32", min: 0.99999 },
+  { id: "hf-bin", dir: w256, files: ["config.json", "pytorch_model.bin", "tokenizer.json"], dtype: "q8", min: 0.995 },
+  { id: "openclip", dir: join(golden, "models/tiny-openclip"), files: ["open_clip_config.json", "open_clip_pytorch_model.bin"], dtype: "f32", min: 0.99999 },
 ];
 
 let failures = 0;
@@ -120,7 +122,7 @@ async function caseFiles(c, extra = {}) {
   await mkdir(dir, { recursive: true });
   const out = [];
   for (const f of c.files) {
-    await copyFile(join(golden, c.dir, f), join(dir, f));
+    await copyFile(join(c.dir, f), join(dir, f));
     out.push(join(dir, f));
   }
   for (const [f, bytes] of Object.entries(extra)) {
@@ -152,6 +154,7 @@ try {
   await page.goto(origin + "/");
   await ready();
   check(true, `the default model is ready: "${await text("model-status")}"`);
+  await page.locator(".add-model summary").click();
 
   // ---------------------------------------------------------------- each layout, converted in the tab
   for (const c of CASES) {
@@ -187,6 +190,7 @@ try {
   const localBefore = (await pickerOptions()).filter((o) => o.value.startsWith("local/")).length;
   await page.reload();
   await page.getByTestId("file-input").setInputFiles(IMAGES.slice(0, 2), { timeout: 60_000 });
+  await page.locator(".add-model summary").click();
   const early = await text("model-status");
   await ready();
   const localAfter = (await pickerOptions()).filter((o) => o.value.startsWith("local/")).length;
@@ -197,7 +201,7 @@ try {
 
   // ---------------------------------------------------------------- bad input: a named error, nothing kept
   const hf = CASES[0];
-  const hfDir = join(golden, hf.dir);
+  const hfDir = hf.dir;
   const config = JSON.parse(await readFile(join(hfDir, "config.json"), "utf8"));
   const weights = await readFile(join(hfDir, "model.safetensors"));
   const tokenizer = await readFile(join(hfDir, "tokenizer.json"));
@@ -206,7 +210,7 @@ try {
     ["no tokenizer", { "config.json": JSON.stringify(config), "model.safetensors": weights }, /tokenizer\.json is missing/],
     ["no weights", { "config.json": JSON.stringify(config), "tokenizer.json": tokenizer }, /model\.safetensors or pytorch_model\.bin is missing/],
     ["SigLIP", { "config.json": JSON.stringify({ model_type: "siglip", architectures: ["SiglipModel"] }), "model.safetensors": weights, "tokenizer.json": tokenizer }, /siglip/],
-    ["BiomedCLIP", { "open_clip_config.json": JSON.stringify({ model_cfg: { embed_dim: 512, vision_cfg: { timm_model_name: "vit_base_patch16_224" }, text_cfg: { hf_model_name: "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract", hf_tokenizer_name: "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract" } } }), "open_clip_pytorch_model.bin": weights }, /timm|BERT/],
+    ["BiomedCLIP", { "open_clip_config.json": JSON.stringify({ model_cfg: { embed_dim: 512, vision_cfg: { timm_model_name: "vit_base_patch16_224" }, text_cfg: { hf_model_name: "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract", hf_tokenizer_name: "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract" } } }), "open_clip_pytorch_model.bin": weights }, /BERT text tower/],
     ["Swin", { "open_clip_config.json": JSON.stringify({ model_cfg: { embed_dim: 512, vision_cfg: { timm_model_name: "swin_base_patch4_window7_224" }, text_cfg: {} } }), "open_clip_pytorch_model.bin": weights }, /Swin/],
     ["truncated weights", { "config.json": JSON.stringify(config), "model.safetensors": weights.subarray(0, weights.length - 1000), "tokenizer.json": tokenizer }, /truncated/],
     ["corrupt .bin", { "config.json": JSON.stringify(config), "pytorch_model.bin": Buffer.concat([Buffer.from("PK\x03\x04"), Buffer.alloc(5000, 7)]), "tokenizer.json": tokenizer }, /zip|truncated|corrupt/],

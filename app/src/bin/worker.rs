@@ -138,6 +138,7 @@ mod worker {
                     return post(&Event::ImportFailed { message: "a model is already being added: wait or cancel".into() });
                 }
                 STATE.with(|s| s.borrow().cancel.set(false));
+                IMPORT_STARTED.with(|t| t.set(js_sys::Date::now()));
                 let result = import_model(files, names, dtype).await;
                 STATE.with(|s| s.borrow().importing.set(false));
                 if let Err(message) = result {
@@ -530,6 +531,17 @@ mod worker {
         list_models().await
     }
 
+    thread_local! {
+        static IMPORT_STARTED: Cell<f64> = const { Cell::new(0.0) };
+    }
+
+    fn import_done(model: LocalModel, duplicate: bool) -> Event {
+        let memory = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>();
+        let wasm_memory = memory.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64;
+        let seconds = (js_sys::Date::now() - IMPORT_STARTED.with(Cell::get)) / 1000.0;
+        Event::ImportDone { model, duplicate, seconds, wasm_memory }
+    }
+
     fn cancelled() -> bool {
         STATE.with(|s| s.borrow().cancel.get())
     }
@@ -585,7 +597,7 @@ mod worker {
         let converted = converter.finish().map_err(|e| e.to_string())?;
         let key = converted.manifest_sha256()[..16].to_string();
         if let Some(existing) = models::get(&key).await? {
-            post(&Event::ImportDone { model: existing, duplicate: true });
+            post(&import_done(existing, true));
             return list_models().await;
         }
         // Fidelity: the unconverted model first (then dropped), the converted one after.
@@ -613,9 +625,11 @@ mod worker {
         };
         let passes = fidelity.passes(dtype);
         post(&Event::ImportChecked { fidelity: report, passes });
+        // A checkpoint without a name of its own gets its key's first digits to tell it apart.
+        let name = if source.ends_with("CLIP model") { format!("{source} {}", &key[..6]) } else { source.clone() };
         let model = LocalModel {
             key,
-            name: source.clone(),
+            name,
             source,
             dtype: dtype.name().into(),
             bytes: converted.manifest.total_bytes(),
@@ -645,7 +659,7 @@ mod worker {
         let files = converted.files();
         throttle.post("store", 0, 1);
         models::store(&model, &files, |done, total| throttle.post("store", done, total)).await?;
-        post(&Event::ImportDone { model, duplicate: false });
+        post(&import_done(model, false));
         list_models().await
     }
 
@@ -661,7 +675,7 @@ mod worker {
         let manifest = model_wasm::Manifest::from_json(&manifest_json).map_err(|e| e.to_string())?;
         let key = collection::hex(&Sha256::digest(&manifest_bytes))[..16].to_string();
         if let Some(existing) = models::get(&key).await? {
-            post(&Event::ImportDone { model: existing, duplicate: true });
+            post(&import_done(existing, true));
             return list_models().await;
         }
         let total = manifest.total_bytes();
@@ -699,7 +713,7 @@ mod worker {
         files.push(("manifest.json", &manifest_bytes));
         throttle.post("store", 0, 1);
         models::store(&model, &files, |d, t| throttle.post("store", d, t)).await?;
-        post(&Event::ImportDone { model, duplicate: false });
+        post(&import_done(model, false));
         list_models().await
     }
 
