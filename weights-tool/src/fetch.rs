@@ -58,7 +58,8 @@ pub fn select_files(files: &[String]) -> Result<Vec<String>, String> {
             return Err("no tokenizer.json (only the slow tokenizer's vocab.json and merges.txt?): save the tokenizer with transformers' CLIPTokenizerFast and convert from a local directory".into());
         }
         let mut out = vec!["config.json".to_string(), weights.to_string(), "tokenizer.json".to_string()];
-        out.extend(optional(&["preprocessor_config.json", "tokenizer_config.json"]));
+        // The model card: its front matter names the licence, which `convert` records.
+        out.extend(optional(&["preprocessor_config.json", "tokenizer_config.json", "README.md"]));
         return Ok(out);
     }
     if has("open_clip_config.json") {
@@ -67,7 +68,7 @@ pub fn select_files(files: &[String]) -> Result<Vec<String>, String> {
             .find(|f| has(f))
             .ok_or("open_clip_config.json but no open_clip_model.safetensors or open_clip_pytorch_model.bin")?;
         let mut out = vec!["open_clip_config.json".to_string(), weights.to_string()];
-        out.extend(optional(&["tokenizer.json"]));
+        out.extend(optional(&["tokenizer.json", "README.md"]));
         return Ok(out);
     }
     let mut listed: Vec<&str> = files.iter().map(String::as_str).take(12).collect();
@@ -187,7 +188,7 @@ mod tests {
     #[test]
     fn hugging_face_layout_prefers_safetensors() {
         let files = list(&["README.md", "config.json", "pytorch_model.bin", "model.safetensors", "tokenizer.json", "vocab.json", "preprocessor_config.json", "flax_model.msgpack"]);
-        assert_eq!(select_files(&files).unwrap(), ["config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"]);
+        assert_eq!(select_files(&files).unwrap(), ["config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json", "README.md"]);
         // vinid/plip ships pytorch_model.bin only.
         let files = list(&["config.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json"]);
         assert_eq!(select_files(&files).unwrap(), ["config.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json"]);
@@ -196,7 +197,7 @@ mod tests {
     #[test]
     fn open_clip_layout() {
         let files = list(&["README.md", "open_clip_config.json", "open_clip_pytorch_model.bin"]);
-        assert_eq!(select_files(&files).unwrap(), ["open_clip_config.json", "open_clip_pytorch_model.bin"]);
+        assert_eq!(select_files(&files).unwrap(), ["open_clip_config.json", "open_clip_pytorch_model.bin", "README.md"]);
     }
 
     #[test]

@@ -44,7 +44,8 @@ fn hub() -> String {
                     ("404 Not Found", b"{}".to_vec(), None)
                 }
             } else if let Some(rest) = path.strip_prefix("/org/tiny/resolve/c0ffee/").or_else(|| path.strip_prefix("/org/cut/resolve/c0ffee/")) {
-                match std::fs::read(tiny().join(rest)) {
+                let card = (rest == "README.md").then(|| b"---\nlicense: mit\ntags:\n- clip\n---\n# Tiny CLIP\n".to_vec());
+                match card.map(Ok).unwrap_or_else(|| std::fs::read(tiny().join(rest))) {
                     Ok(bytes) if path.starts_with("/org/cut/") && rest == "model.safetensors" => {
                         let full = bytes.len();
                         ("200 OK", bytes[..full / 2].to_vec(), Some(full))
@@ -87,8 +88,8 @@ fn fetches_a_checkpoint_that_then_embeds() {
     assert!(ok, "{stderr}");
     let mut got: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     got.sort();
-    assert_eq!(got, ["config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"]);
-    for f in &got {
+    assert_eq!(got, ["README.md", "config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json"]);
+    for f in got.iter().filter(|f| *f != "README.md") {
         assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(tiny().join(f)).unwrap(), "{f} arrives whole");
     }
     let o = Command::new(env!("CARGO_BIN_EXE_weights-tool")).args(["embed", "--model"]).arg(&out).args(["--text", "a test"]).output().unwrap();
@@ -139,6 +140,8 @@ fn add_model_script_fetches_converts_verifies_and_writes_the_catalog() {
     let catalog: serde_json::Value = serde_json::from_slice(&std::fs::read(models.join("catalog.json")).unwrap()).unwrap();
     let model = &catalog["models"][0];
     assert_eq!((model["name"].as_str(), model["source"].as_str(), model["domain"].as_str()), (Some("Tiny CLIP"), Some("org/tiny"), Some("pathology")));
+    // The licence comes from the model card's front matter.
+    assert_eq!(model["license"].as_str(), Some("mit"));
     assert_eq!((model["variants"][0]["dtype"].as_str(), model["variants"][0]["path"].as_str()), (Some("q8"), Some("tiny/q8")));
     std::fs::remove_dir_all(&models).ok();
     std::fs::remove_dir_all(root.join("checkpoints/org--tiny")).ok();
