@@ -132,10 +132,10 @@ async function caseFiles(c, extra = {}) {
   return out;
 }
 
-async function importModel(files, dtype) {
+async function importModel(files, dtype, input = "model-import") {
   await page.getByTestId("model-dtype").selectOption(dtype);
   const before = (await pickerOptions()).length;
-  await page.getByTestId("model-import").setInputFiles(files);
+  await page.getByTestId(input).setInputFiles(files);
   // Done (a new option, or a note that it is already there), refused, or below the bound.
   await page.waitForFunction(
     (n) => document.querySelectorAll('[data-testid="model-picker"] option').length > n || document.querySelector('[data-testid="model-import-note"]') || document.querySelector('[data-testid="model-import-error"]') || document.querySelector('[data-testid="model-keep"]'),
@@ -183,7 +183,9 @@ try {
 
   // ---------------------------------------------------------------- the same model twice
   const stored = await storedModels();
-  await importModel(await caseFiles(CASES[0]), CASES[0].dtype);
+  // Through the folder input this time, from a folder of another name.
+  const again = await caseFiles({ ...CASES[0], id: "same-model-another-folder" });
+  await importModel(join(again[0], ".."), CASES[0].dtype, "model-import-folder");
   check(/already on this device/.test(await text("model-import-note")) && (await storedModels()).length === stored.length, `the same checkpoint again is recognised and not stored twice: "${await text("model-import-note")}"`);
 
   // ---------------------------------------------------------------- a reload keeps them; images dropped while loading are kept
@@ -198,6 +200,12 @@ try {
   await page.waitForFunction(() => !document.querySelector(".drop progress") && /Indexed|skipped/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ""), null, { timeout: 120_000 }).catch(() => {});
   const skipped = await page.$$eval('[data-testid="skipped"]', (els) => els.map((e) => e.textContent));
   check(!/^ready/.test(early) ? skipped.length === 2 && skipped.every((s) => s.includes("duplicate")) : true, `2 images dropped while the model loaded ("${early}") were kept and handled once it was ready (${skipped.length} reported as duplicates of the stored collection)`);
+
+  // Templates are the user's to edit; search uses them.
+  await page.getByTestId("model-templates").fill("an H&E image of {}.\na photo of {}.");
+  await page.getByRole("button", { name: "Save templates" }).click();
+  await page.waitForFunction(() => document.querySelector(".search label")?.textContent.includes("an H&E image of {}."), null, { timeout: 30_000 });
+  check(true, "edited prompt templates are saved and the search uses the first");
 
   // ---------------------------------------------------------------- bad input: a named error, nothing kept
   const hf = CASES[0];

@@ -580,8 +580,11 @@ mod worker {
         let checkpoint = Checkpoint::open(&folder, bundled.as_deref()).map_err(|e| e.to_string())?;
         throttle.post("read", 1, 1);
         let license = checkpoint.license().unwrap_or_else(|| "unknown: check the source".into());
-        let card = ModelCard { name: source.clone(), domain: String::new(), license: license.clone(), templates: convert::known_templates(&source) };
-        let options = ConvertOptions { dtype, shard_bytes: 32_000_000, source: source.clone(), card: card.clone() };
+        // The manifest holds only what the files say (so its hash, the model's identity, is the
+        // same whichever folder name the same checkpoint comes in); the name, the folder and the
+        // templates chosen from the name live in local.json.
+        let card = ModelCard { name: String::new(), domain: String::new(), license: license.clone(), templates: ModelCard::default().templates };
+        let options = ConvertOptions { dtype, shard_bytes: 32_000_000, source: "added from this computer".into(), card };
         let mut converter = Converter::new(&checkpoint, options).map_err(|e| e.to_string())?;
         loop {
             let (done, total) = converter.progress();
@@ -625,6 +628,7 @@ mod worker {
         };
         let passes = fidelity.passes(dtype);
         post(&Event::ImportChecked { fidelity: report, passes });
+        let templates = convert::known_templates(&source);
         // A checkpoint without a name of its own gets its key's first digits to tell it apart.
         let name = if source.ends_with("CLIP model") { format!("{source} {}", &key[..6]) } else { source.clone() };
         let model = LocalModel {
@@ -635,7 +639,7 @@ mod worker {
             bytes: converted.manifest.total_bytes(),
             license,
             domain: String::new(),
-            templates: card.templates,
+            templates,
             fidelity: Some(report),
         };
         if !passes {
