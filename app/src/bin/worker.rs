@@ -572,7 +572,10 @@ mod worker {
         // OpenCLIP checkpoints rarely ship a tokenizer: theirs is CLIP's BPE, the demo model's.
         let bundled = if layout == Layout::OpenClip && folder.0.get("tokenizer.json").is_none() {
             let cache = cache().await?;
-            Some(small_file(&cache, "models/demo/tokenizer.json").await?)
+            let bundled = small_file(&cache, "models/demo/tokenizer.json").await.map_err(|e| {
+                format!("tokenizer.json is missing: this OpenCLIP checkpoint has none, and the app's CLIP tokenizer (models/demo/tokenizer.json) could not be read ({e}); add a CLIP tokenizer.json to the files")
+            })?;
+            Some(bundled)
         } else {
             None
         };
