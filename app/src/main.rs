@@ -161,7 +161,6 @@ mod ui {
         let model = models.model; // id of the chosen model: a catalog id or `local/<key>`
         // Images dropped before the model is ready wait here and are added once it is.
         let waiting = StoredValue::new_local(Vec::<(String, File)>::new());
-        let waiting_count = RwSignal::new(0usize);
         let loaded = RwSignal::new(None::<String>); // base of the model loaded in the worker
         let download_progress = RwSignal::new(None::<(u64, u64, u64)>);
         let backend = RwSignal::new(None::<(Backend, String)>);
@@ -289,7 +288,6 @@ mod ui {
                 // Kept, and added as soon as the model is ready.
                 waiting.update_value(|w| w.extend(list));
                 let n = waiting.with_value(Vec::len);
-                waiting_count.set(n);
                 status.set(format!("{n} images waiting for the model: they are added as soon as it is ready"));
                 return;
             }
@@ -413,7 +411,6 @@ mod ui {
                 }
                 Event::Restored { count, dropped_tail } => {
                     let queued = waiting.try_update_value(std::mem::take).unwrap_or_default();
-                    waiting_count.set(0);
                     if !queued.is_empty() {
                         let (names, files): (Vec<String>, Vec<File>) = queued.into_iter().unzip();
                         skipped.set(Vec::new());

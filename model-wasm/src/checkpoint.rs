@@ -39,7 +39,7 @@ pub struct Bytes {
 }
 
 impl Bytes {
-    pub fn new(name: impl Into<String>, data: Vec<u8>) -> Rc<dyn Source> {
+    pub fn source(name: impl Into<String>, data: Vec<u8>) -> Rc<dyn Source> {
         Rc::new(Self { name: name.into(), data })
     }
 }
@@ -442,11 +442,11 @@ mod tests {
         let a = HostTensor { shape: vec![2, 2], data: vec![1., 2., 3., 4.] };
         let b = HostTensor { shape: vec![3], data: vec![5., 6., 7.] };
         let bytes = crate::weights::write_safetensors(&[("a", &a), ("b", &b)]);
-        let t = open_weights(Bytes::new("m.safetensors", bytes.clone())).unwrap();
+        let t = open_weights(Bytes::source("m.safetensors", bytes.clone())).unwrap();
         assert_eq!(t.list().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(t.get("b").unwrap(), b);
         // Truncated: the header is fine, the last tensor is cut.
-        let err = open_weights(Bytes::new("m.safetensors", bytes[..bytes.len() - 4].to_vec())).err().unwrap();
+        let err = open_weights(Bytes::source("m.safetensors", bytes[..bytes.len() - 4].to_vec())).err().unwrap();
         assert!(err.to_string().contains("truncated"), "{err}");
     }
 
@@ -455,7 +455,7 @@ mod tests {
         let err = Checkpoint::open(&Files::default(), None).err().unwrap().to_string();
         assert!(err.starts_with("config.json is missing"), "{err}");
         let mut files = Files::default();
-        files.insert("plip/config.json", Bytes::new("config.json", br#"{"model_type":"siglip"}"#.to_vec()));
+        files.insert("plip/config.json", Bytes::source("config.json", br#"{"model_type":"siglip"}"#.to_vec()));
         let err = Checkpoint::open(&files, None).err().unwrap().to_string();
         assert!(err.contains("siglip"), "{err}");
     }

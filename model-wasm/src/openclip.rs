@@ -199,10 +199,13 @@ enum Recipe {
     Transpose(String),
 }
 
+/// A planned tensor: its shape, its bytes in the checkpoint, and how it is made.
+type Planned = (Vec<usize>, u64, Recipe);
+
 /// OpenCLIP tensors under `CLIPModel` names: renamed, split and transposed as they are read.
 pub struct Mapped {
     inner: Box<dyn Tensors>,
-    plan: BTreeMap<String, (Vec<usize>, u64, Recipe)>,
+    plan: BTreeMap<String, Planned>,
 }
 
 impl Mapped {
@@ -214,7 +217,7 @@ impl Mapped {
         let list: BTreeMap<String, TensorInfo> = inner.list().into_iter().map(|t| (t.name.clone(), t)).collect();
         let mut used: HashSet<String> = HashSet::new();
         let mut plan = BTreeMap::new();
-        let mut take = |dst: String, src: &str, make: &dyn Fn(&TensorInfo) -> Result<(Vec<usize>, u64, Recipe)>| -> Result<()> {
+        let mut take = |dst: String, src: &str, make: &dyn Fn(&TensorInfo) -> Result<Planned>| -> Result<()> {
             let info = list.get(src).ok_or_else(|| Error::MissingTensor { key: src.to_string() })?;
             used.insert(src.to_string());
             plan.insert(dst, make(info)?);

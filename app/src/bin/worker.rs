@@ -324,7 +324,11 @@ mod worker {
     /// The loaded model's file names in OPFS: one collection per model manifest, so embeddings of
     /// different models (or of a redeployed model) never mix.
     fn file_names(header: &Header) -> (String, String) {
-        let key = &header.manifest_sha256[..16];
+        collection_files(&header.manifest_sha256[..16])
+    }
+
+    /// The collection and index files of the model whose manifest sha256 starts with `key`.
+    fn collection_files(key: &str) -> (String, String) {
         (format!("{key}.collection"), format!("{key}.index"))
     }
 
@@ -525,9 +529,9 @@ mod worker {
             });
         }
         models::remove(&key).await?;
-        // Its collection: the files are named by the first 16 hex digits of the manifest's sha256.
-        opfs::remove(&format!("{key}.collection")).await;
-        opfs::remove(&format!("{key}.index")).await;
+        let (collection, index) = collection_files(&key);
+        opfs::remove(&collection).await;
+        opfs::remove(&index).await;
         list_models().await
     }
 
