@@ -30,7 +30,7 @@ pub struct WebFile {
 }
 
 impl WebFile {
-    pub fn new(file: File, name: String) -> Result<Rc<dyn Source>, String> {
+    pub fn source(file: File, name: String) -> Result<Rc<dyn Source>, String> {
         let reader = FileReaderSync::new().map_err(|e| format!("FileReaderSync: {e:?}"))?;
         Ok(Rc::new(Self { file, name, reader }))
     }
@@ -76,7 +76,7 @@ pub fn folder(files: Vec<File>, names: &[String]) -> Result<(Files, String), Str
         if source.is_none() {
             source = path.split_once('/').map(|(d, _)| d.to_string());
         }
-        out.insert(&path, WebFile::new(f, path.clone())?);
+        out.insert(&path, WebFile::source(f, path.clone())?);
     }
     let source = source.or_else(|| {
         let config = out.0.get("config.json")?.read_all().ok()?;

@@ -574,7 +574,7 @@ mod worker {
             return import_converted(&folder, &source, &mut throttle).await;
         }
         // OpenCLIP checkpoints rarely ship a tokenizer: theirs is CLIP's BPE, the demo model's.
-        let bundled = if layout == Layout::OpenClip && folder.0.get("tokenizer.json").is_none() {
+        let bundled = if layout == Layout::OpenClip && !folder.0.contains_key("tokenizer.json") {
             let cache = cache().await?;
             let bundled = small_file(&cache, "models/demo/tokenizer.json").await.map_err(|e| {
                 format!("tokenizer.json is missing: this OpenCLIP checkpoint has none, and the app's CLIP tokenizer (models/demo/tokenizer.json) could not be read ({e}); add a CLIP tokenizer.json to the files")
