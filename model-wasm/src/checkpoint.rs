@@ -401,17 +401,12 @@ impl Checkpoint {
         }
     }
 
-    /// Bytes of the weights, as stored in the checkpoint.
-    pub fn weight_bytes(&self) -> u64 {
-        self.tensors.list().iter().map(|t| t.bytes).sum()
-    }
-
     /// The licence named in the model card's front matter (`license: mit`), if any.
     pub fn license(&self) -> Option<String> {
         license_from_card(self.readme.as_deref()?)
     }
 
-    /// The whole checkpoint as [`crate::ModelFiles`]-like parts, weights read into memory.
+    /// Every tensor, read into memory (to build the unconverted model).
     pub fn weights(&self) -> Result<Weights> {
         Weights::from_tensors(self.tensors.as_ref())
     }

@@ -19,6 +19,7 @@ import { readFile, mkdtemp, writeFile, readdir, stat } from "node:fs/promises";
 import { join, extname, resolve, normalize } from "node:path";
 import { tmpdir } from "node:os";
 import { chromium } from "playwright-core";
+import { checkPrivacy } from "./privacy.mjs";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
@@ -297,12 +298,7 @@ try {
   await page.screenshot({ path: join(tmpdir(), `obscura-${backend}.png`) }).catch(() => {});
 } finally {
   // ---------------------------------------------------------------- privacy
-  const foreign = requests.filter((r) => !(r.url.startsWith(origin + "/") || r.url.startsWith("blob:" + origin) || r.url.startsWith("data:")));
-  check(foreign.length === 0, `every request stays on ${origin}${foreign.length ? ": " + foreign.map((r) => r.url).join(", ") : ""}`);
-  const carrying = requests.filter((r) => r.method !== "GET" || r.body > 0);
-  check(carrying.length === 0, `no request sends data (${requests.length} requests, all GET without a body)`);
-  const leaked = served.filter((r) => r.method !== "GET" || /\.(jpg|png)$/.test(r.url) && !r.url.includes("/models/"));
-  check(leaked.length === 0, `the server saw no uploads or image fetches: ${leaked.map((r) => r.url).join(", ")}`);
+  checkPrivacy({ requests, served, origin, check, private: /\.(jpg|png)$/, what: "the images" });
   const bytes = served.length;
   console.log(`${bytes} requests served`);
   await browser.close();

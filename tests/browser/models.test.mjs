@@ -17,6 +17,7 @@ import { readFile, mkdtemp, writeFile, mkdir, copyFile, stat } from "node:fs/pro
 import { join, extname, resolve, normalize, basename } from "node:path";
 import { tmpdir } from "node:os";
 import { chromium } from "playwright-core";
+import { checkPrivacy } from "./privacy.mjs";
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
@@ -199,7 +200,8 @@ try {
   check(localAfter === localBefore && localAfter === CASES.length, `after a reload the ${localAfter} stored models are listed and the last one loads from this browser`);
   await page.waitForFunction(() => !document.querySelector(".drop progress") && /Indexed|skipped/.test(document.querySelector('[data-testid="status"]')?.textContent ?? ""), null, { timeout: 120_000 }).catch(() => {});
   const skipped = await page.$$eval('[data-testid="skipped"]', (els) => els.map((e) => e.textContent));
-  check(!/^ready/.test(early) ? skipped.length === 2 && skipped.every((s) => s.includes("duplicate")) : true, `2 images dropped while the model loaded ("${early}") were kept and handled once it was ready (${skipped.length} reported as duplicates of the stored collection)`);
+  // The model (77 MB from OPFS) takes seconds to load, so the images arrive before it is ready.
+  check(!/^ready/.test(early) && skipped.length === 2 && skipped.every((s) => s.includes("duplicate")), `2 images dropped while the model loaded ("${early}") were kept and handled once it was ready (${skipped.length} reported as duplicates of the stored collection)`);
 
   // Templates are the user's to edit; search uses them.
   await page.getByTestId("model-templates").fill("an H&E image of {}.\na photo of {}.");
@@ -263,12 +265,7 @@ try {
   check(false, `the run finished: ${e.message}`);
   await page.screenshot({ path: join(tmpdir(), "obscura-models.png") }).catch(() => {});
 } finally {
-  const foreign = requests.filter((r) => !(r.url.startsWith(origin + "/") || r.url.startsWith("blob:" + origin) || r.url.startsWith("data:")));
-  check(foreign.length === 0, `every request stays on ${origin}${foreign.length ? ": " + foreign.map((r) => r.url).join(", ") : ""}`);
-  const carrying = requests.filter((r) => r.method !== "GET" || r.body > 0);
-  check(carrying.length === 0, `no request sends data (${requests.length} requests, all GET without a body)`);
-  const leaked = served.filter((r) => r.method !== "GET" || /\.(safetensors|bin|jpg|png)$/.test(r.url) && !r.url.includes("/models/"));
-  check(leaked.length === 0, `the server saw no uploads of the checkpoints or images: ${leaked.map((r) => r.url).join(", ")}`);
+  checkPrivacy({ requests, served, origin, check, private: /\.(safetensors|bin|jpg|png)$/, what: "the checkpoints or images" });
   await browser.close();
   server.close();
 }
