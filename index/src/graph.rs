@@ -1,193 +1,224 @@
-//! HNSW graphs: built by instant-distance, then held, searched and persisted by us.
+//! An HNSW graph (Malkov & Yashunin), built by us, one insertion at a time, over int8 codes.
 //!
-//! instant-distance 0.6 builds a good graph (parallel insertion with the neighbour-selection
-//! heuristic), but the `Hnsw` it returns fixes `ef_search` at build time, keeps its graph private
-//! and can only be persisted through serde into a layout it does not validate. So, once per build,
-//! we read the graph out (serialise it with bincode and deserialise the same bytes into
-//! [`HnswLayout`], a mirror of its fields) into flat arrays over *our* row-major vectors. That
-//! gives us what the index needs: `ef` chosen per query, tombstones skipped during the search,
-//! vectors stored once and contiguously, and a persisted form we check link by link.
+//! Why our own builder rather than instant-distance (used before): instant-distance builds a graph
+//! once, in parallel, and can neither add to it nor give the same graph twice natively (its
+//! threads race); without its (3.7× slower) neighbour heuristic its graphs lose recall on
+//! clustered data, and it keeps f32 vectors. Here a graph grows in place, in steps of bounded
+//! work (`Index::compact`), and is identical for the same inserts in the same order on every
+//! platform: levels come from a hash of the row, ties break by row, and all arithmetic is the
+//! same IEEE operations in the same order natively and in wasm.
 //!
-//! The search below is the one instant-distance runs (greedy descent through the upper layers
-//! from node 0, then a best-first search with `ef` candidates on layer 0); a test checks that both
-//! return the same neighbours.
+//! - Layer 0 has [`M0`] link slots per node, the upper layers [`M`]. A node's level is drawn from
+//!   a geometric distribution with p = 1/M (HNSW's `mL = 1/ln M`) by integer hashing.
+//! - Neighbours are chosen with HNSW's heuristic (a candidate is kept only if it is closer to the
+//!   new node than to every neighbour already kept), also when a full neighbour list is shrunk,
+//!   as hnswlib does. This is what keeps clusters connected to each other.
+//! - Search: greedy descent through the upper layers from the entry point, then a best-first
+//!   search with `ef` candidates on layer 0. Tombstoned nodes are walked through, never returned.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use instant_distance::{Builder, Heuristic, Point};
-use serde::{Deserialize, Serialize, Serializer};
-use serde_big_array::BigArray;
-
-use crate::kernel::dot;
+use crate::codes::{Codes, grow};
 use crate::topk::Scored;
 
-/// Links per node on layer 0 (instant-distance's `2·M`).
-pub(crate) const ZERO_LINKS: usize = 64;
-/// Links per node on the upper layers (instant-distance's `M`).
-pub(crate) const UPPER_LINKS: usize = 32;
+/// Link slots per node on the upper layers (HNSW's `M`).
+pub(crate) const M: usize = 16;
+/// Link slots per node on layer 0 (`2·M`).
+pub(crate) const M0: usize = 2 * M;
 /// An empty link slot; the valid links of a node come first.
 pub(crate) const NO_LINK: u32 = u32::MAX;
+/// Levels above this are not drawn (p = 16^-16).
+pub(crate) const MAX_LEVEL: u8 = 16;
 
-/// A row of a segment's vector matrix, as instant-distance sees it.
-#[derive(Clone, Copy)]
-struct Row<'a>(&'a [f32]);
-
-impl Point for Row<'_> {
-    fn distance(&self, other: &Self) -> f32 {
-        // Rows are unit vectors: cosine distance.
-        1.0 - dot(self.0, other.0)
-    }
+/// A node on the upper layers: its links for layers `1..=level` start at `offset` in
+/// `Graph::upper_links`, `M` slots per layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Upper {
+    pub node: u32,
+    pub offset: u32,
+    pub level: u8,
 }
 
-/// Points serialise to nothing: the graph is all we read out, the vectors are ours already.
-impl Serialize for Row<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_unit()
-    }
-}
-
-/// Field-for-field mirror of `instant_distance::Hnsw<P>` (version 0.6.1, pinned in Cargo.toml).
-#[derive(Deserialize)]
-struct HnswLayout {
-    _ef_search: usize,
-    points: Vec<()>,
-    zero: Vec<ZeroNode>,
-    layers: Vec<Vec<UpperNode>>,
-}
-
-#[derive(Deserialize)]
-struct ZeroNode(#[serde(with = "BigArray")] [u32; ZERO_LINKS]);
-
-#[derive(Deserialize)]
-struct UpperNode([u32; UPPER_LINKS]);
-
-/// The links of an HNSW graph over `n` nodes, node `0` being the entry point.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Graph {
-    /// Layer 0: `ZERO_LINKS` slots per node.
+    /// Layer 0: `M0` slots per node.
     pub zero: Vec<u32>,
-    /// Layers 1, 2, …: layer `l` holds `UPPER_LINKS` slots for each of nodes `0..len_l`, where
-    /// `len_1 ≥ len_2 ≥ …` (nodes are numbered by descending level).
-    pub upper: Vec<Vec<u32>>,
+    /// The nodes of level ≥ 1, in increasing node order (nodes are appended in order).
+    pub upper: Vec<Upper>,
+    pub upper_links: Vec<u32>,
+    /// The entry point (a node of the highest level) and that level; meaningless when empty.
+    pub entry: u32,
+    pub top: u8,
 }
 
-/// A freshly built graph and the order of its nodes: node `i` is input row `order[i]`.
-pub(crate) struct Built {
-    pub graph: Graph,
-    pub order: Vec<usize>,
+/// Reusable buffers of one builder.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    visited: Visited,
+    decoded: Vec<f32>,
+    base: Vec<f32>,
 }
 
-/// Builds a graph over the rows of `vectors` (`n × dim`, unit rows, `n ≥ 1`).
-pub(crate) fn build(
-    vectors: &[f32],
-    dim: usize,
-    ef_construction: usize,
-    heuristic: bool,
-    seed: u64,
-) -> Built {
-    let rows: Vec<Row<'_>> = vectors.chunks_exact(dim).map(Row).collect();
-    let n = rows.len();
-    assert!(n > 0 && n < NO_LINK as usize, "graph segments hold 1..2^32-1 rows");
-    let (hnsw, pids) = Builder::default()
-        .ef_construction(ef_construction)
-        .select_heuristic(heuristic.then(Heuristic::default))
-        .seed(seed)
-        .build_hnsw(rows);
-    let mut order = vec![0; n];
-    for (row, pid) in pids.into_iter().enumerate() {
-        order[pid.into_inner() as usize] = row;
+/// A set of nodes as a bitmap, cleared word by word after use.
+#[derive(Default)]
+struct Visited {
+    bits: Vec<u64>,
+    touched: Vec<u32>,
+}
+
+impl Visited {
+    fn with_nodes(n: usize) -> Self {
+        Self {
+            bits: vec![0; n.div_ceil(64)],
+            touched: Vec::new(),
+        }
     }
-    // Serialising into memory cannot fail, and the mirror is tested against the pinned version.
-    let bytes = bincode::serialize(&hnsw).expect("serialise an instant-distance graph");
-    drop(hnsw);
-    let layout: HnswLayout =
-        bincode::deserialize(&bytes).expect("instant-distance 0.6.1's Hnsw layout");
-    assert_eq!((layout.points.len(), layout.zero.len()), (n, n));
-    let graph = Graph {
-        zero: layout.zero.iter().flat_map(|node| node.0).collect(),
-        upper: layout
-            .layers
-            .iter()
-            .map(|layer| layer.iter().flat_map(|node| node.0).collect())
-            .collect(),
-    };
-    debug_assert_eq!(graph.validate(n), Ok(()));
-    Built { graph, order }
+
+    fn reset(&mut self, n: usize) {
+        for &word in &self.touched {
+            self.bits[word as usize] = 0;
+        }
+        self.touched.clear();
+        if self.bits.len() < n.div_ceil(64) {
+            self.bits.resize(n.div_ceil(64), 0);
+        }
+    }
+
+    /// Marks `node`; true if it was not marked yet.
+    #[inline]
+    fn insert(&mut self, node: u32) -> bool {
+        let (word, bit) = (node as usize / 64, 1u64 << (node % 64));
+        let old = self.bits[word];
+        if old & bit != 0 {
+            return false;
+        }
+        if old == 0 {
+            self.touched.push(word as u32);
+        }
+        self.bits[word] = old | bit;
+        true
+    }
+}
+
+/// The level of row `row` in a graph seeded with `seed`: geometric with p = 1/M, from integer
+/// hashing only (no `ln`, whose last bit may differ between libms).
+pub(crate) fn level_of(seed: u64, row: usize) -> u8 {
+    let mut h = crate::synthetic::Rng::new(seed ^ (row as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    let mut level = 0;
+    while level < MAX_LEVEL && h.next_u64().is_multiple_of(M as u64) {
+        level += 1;
+    }
+    level
 }
 
 impl Graph {
-    /// Checks every link of a graph over `n` nodes (used on load: a graph read from bytes must
-    /// never send a search out of bounds).
-    pub fn validate(&self, n: usize) -> Result<(), String> {
-        check_links(&self.zero, ZERO_LINKS, n).map_err(|e| format!("layer 0: {e}"))?;
-        let mut below = n;
-        for (i, layer) in self.upper.iter().enumerate() {
-            let len = layer.len() / UPPER_LINKS;
-            if len == 0 || len > below {
-                return Err(format!("layer {} has {len} nodes, layer below {below}", i + 1));
-            }
-            check_links(layer, UPPER_LINKS, len).map_err(|e| format!("layer {}: {e}", i + 1))?;
-            below = len;
-        }
-        Ok(())
+    pub fn nodes(&self) -> usize {
+        self.zero.len() / M0
     }
 
-    /// The best-first search instant-distance runs, with `ef` candidates on layer 0. Nodes for
-    /// which `live` is false are walked through but not returned. Results go into `out`.
-    pub fn search(
-        &self,
-        vectors: &[f32],
-        dim: usize,
-        query: &[f32],
-        ef: usize,
-        live: impl Fn(usize) -> bool,
-        mut out: impl FnMut(Scored),
-    ) {
-        let n = self.zero.len() / ZERO_LINKS;
-        let score = |node: u32| dot(query, &vectors[node as usize * dim..][..dim]);
+    /// Room for `extra` more nodes (grown by an eighth at least, see `codes::grow`).
+    pub fn reserve(&mut self, extra: usize) {
+        grow(&mut self.zero, extra * M0);
+    }
 
-        // Greedy descent from the entry point through the upper layers.
-        let mut entry = 0u32;
-        let mut entry_score = score(0);
-        for layer in self.upper.iter().rev() {
-            loop {
-                let mut moved = false;
-                for &next in links(layer, UPPER_LINKS, entry) {
-                    let s = score(next);
-                    if s > entry_score {
-                        (entry, entry_score) = (next, s);
-                        moved = true;
-                    }
-                }
-                if !moved {
-                    break;
+    fn upper_of(&self, node: u32) -> Option<&Upper> {
+        self.upper
+            .binary_search_by_key(&node, |u| u.node)
+            .ok()
+            .map(|i| &self.upper[i])
+    }
+
+    fn level(&self, node: u32) -> u8 {
+        self.upper_of(node).map_or(0, |u| u.level)
+    }
+
+    /// Where the link slots of `node` on `layer` start and how many there are.
+    fn slot_range(&self, layer: u8, node: u32) -> (usize, usize) {
+        if layer == 0 {
+            (node as usize * M0, M0)
+        } else {
+            let u = self.upper_of(node).expect("a node on an upper layer");
+            debug_assert!(layer <= u.level);
+            (u.offset as usize + (layer as usize - 1) * M, M)
+        }
+    }
+
+    fn links(&self, layer: u8, node: u32) -> impl Iterator<Item = u32> + '_ {
+        let (start, width) = self.slot_range(layer, node);
+        let slots = if layer == 0 {
+            &self.zero
+        } else {
+            &self.upper_links
+        };
+        slots[start..start + width]
+            .iter()
+            .copied()
+            .take_while(|&link| link != NO_LINK)
+    }
+
+    fn set_links(&mut self, layer: u8, node: u32, links: impl Iterator<Item = u32>) {
+        let (start, width) = self.slot_range(layer, node);
+        let slots = if layer == 0 {
+            &mut self.zero
+        } else {
+            &mut self.upper_links
+        };
+        let slots = &mut slots[start..start + width];
+        slots.fill(NO_LINK);
+        for (slot, link) in slots.iter_mut().zip(links) {
+            *slot = link;
+        }
+    }
+
+    /// Greedy descent on `layer` from `from`: the node reached where no neighbour is better.
+    fn greedy(&self, score: &impl Fn(u32) -> f32, layer: u8, mut from: Scored) -> Scored {
+        loop {
+            let mut moved = false;
+            for next in self.links(layer, from.key as u32) {
+                let candidate = Scored::new(score(next), next as u64);
+                if candidate > from {
+                    from = candidate;
+                    moved = true;
                 }
             }
+            if !moved {
+                return from;
+            }
         }
+    }
 
-        // Layer 0: `candidates` to expand, best first; `nearest` the best `ef` seen, worst on
-        // top. Dead nodes are expanded (they keep the graph connected) but never kept.
-        let mut visited = vec![0u64; n.div_ceil(64)];
-        let mut visit = |node: u32| {
-            let (word, bit) = (node as usize / 64, 1u64 << (node % 64));
-            let seen = visited[word] & bit != 0;
-            visited[word] |= bit;
-            !seen
-        };
+    /// The best-first search of one layer from `entries`: up to `ef` nodes, best first. Nodes for
+    /// which `live` is false are expanded but not returned.
+    #[allow(clippy::too_many_arguments)]
+    fn search_layer(
+        &self,
+        score: &impl Fn(u32) -> f32,
+        entries: &[Scored],
+        ef: usize,
+        layer: u8,
+        visited: &mut Visited,
+        live: &impl Fn(usize) -> bool,
+    ) -> Vec<Scored> {
         let mut candidates = BinaryHeap::with_capacity(ef * 2);
         let mut nearest: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(ef + 1);
-        visit(entry);
-        candidates.push(Scored::new(entry_score, entry as u64));
-        if live(entry as usize) {
-            nearest.push(Reverse(Scored::new(entry_score, entry as u64)));
+        for &entry in entries {
+            if visited.insert(entry.key as u32) {
+                candidates.push(entry);
+                if live(entry.key as usize) {
+                    nearest.push(Reverse(entry));
+                    if nearest.len() > ef {
+                        nearest.pop();
+                    }
+                }
+            }
         }
         while let Some(current) = candidates.pop() {
             if nearest.len() >= ef && current < nearest.peek().expect("ef ≥ 1").0 {
                 break;
             }
-            for &next in links(&self.zero, ZERO_LINKS, current.key as u32) {
-                if !visit(next) {
+            for next in self.links(layer, current.key as u32) {
+                if !visited.insert(next) {
                     continue;
                 }
                 let candidate = Scored::new(score(next), next as u64);
@@ -202,101 +233,315 @@ impl Graph {
                 }
             }
         }
-        for Reverse(found) in nearest {
+        // Ascending order of `Reverse` is best first.
+        nearest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(s)| s)
+            .collect()
+    }
+
+    /// Searches for the nearest nodes by `score` (the query's similarity to a node) with `ef`
+    /// candidates on layer 0; results go to `out`.
+    pub fn search(
+        &self,
+        score: impl Fn(u32) -> f32,
+        ef: usize,
+        live: impl Fn(usize) -> bool,
+        mut out: impl FnMut(Scored),
+    ) {
+        let n = self.nodes();
+        if n == 0 {
+            return;
+        }
+        let mut entry = Scored::new(score(self.entry), self.entry as u64);
+        for layer in (1..=self.top).rev() {
+            entry = self.greedy(&score, layer, entry);
+        }
+        let mut visited = Visited::with_nodes(n);
+        for found in self.search_layer(&score, &[entry], ef, 0, &mut visited, &live) {
             out(found);
         }
     }
 
+    /// Adds node `node` (= the current node count; its code is row `node` of `codes`), whose
+    /// vector is `v`, at `level`, linking it with `ef_construction` candidates per layer.
+    pub fn insert(
+        &mut self,
+        codes: &Codes,
+        v: &[f32],
+        level: u8,
+        ef_construction: usize,
+        scratch: &mut Scratch,
+    ) {
+        let node = self.nodes() as u32;
+        debug_assert!((node as usize) < codes.rows());
+        self.zero.extend(std::iter::repeat_n(NO_LINK, M0));
+        if level > 0 {
+            let offset = self.upper_links.len() as u32;
+            self.upper.push(Upper {
+                node,
+                offset,
+                level,
+            });
+            self.upper_links
+                .extend(std::iter::repeat_n(NO_LINK, level as usize * M));
+        }
+        if node == 0 {
+            (self.entry, self.top) = (0, level);
+            return;
+        }
+        let q = codes.query(v);
+        let score = |node: u32| codes.score(q, node as usize);
+        let mut entry = Scored::new(score(self.entry), self.entry as u64);
+        for layer in (level + 1..=self.top).rev() {
+            entry = self.greedy(&score, layer, entry);
+        }
+        let mut entries = vec![entry];
+        for layer in (0..=level.min(self.top)).rev() {
+            scratch.visited.reset(self.nodes());
+            let found = self.search_layer(
+                &score,
+                &entries,
+                ef_construction,
+                layer,
+                &mut scratch.visited,
+                &|_| true,
+            );
+            let width = if layer == 0 { M0 } else { M };
+            let chosen = select(codes, &found, width, &mut scratch.decoded);
+            self.set_links(layer, node, chosen.iter().map(|c| c.key as u32));
+            for c in &chosen {
+                self.link_back(
+                    codes,
+                    c.key as u32,
+                    Scored::new(c.score, node as u64),
+                    layer,
+                    scratch,
+                );
+            }
+            entries = found;
+        }
+        if level > self.top {
+            (self.entry, self.top) = (node, level);
+        }
+    }
+
+    /// Adds `new` (scored against `node`) to `node`'s links on `layer`, shrinking a full list
+    /// with the heuristic.
+    fn link_back(
+        &mut self,
+        codes: &Codes,
+        node: u32,
+        new: Scored,
+        layer: u8,
+        scratch: &mut Scratch,
+    ) {
+        let (start, width) = self.slot_range(layer, node);
+        let slots = if layer == 0 {
+            &mut self.zero
+        } else {
+            &mut self.upper_links
+        };
+        let slots = &mut slots[start..start + width];
+        if let Some(free) = slots.iter_mut().find(|s| **s == NO_LINK) {
+            *free = new.key as u32;
+            return;
+        }
+        let mut base = std::mem::take(&mut scratch.base);
+        base.resize(codes.dim, 0.0);
+        codes.decode(node as usize, &mut base);
+        let q = codes.query(&base);
+        let mut candidates: Vec<Scored> = slots
+            .iter()
+            .map(|&link| Scored::new(codes.score(q, link as usize), link as u64))
+            .collect();
+        candidates.push(new);
+        candidates.sort_by(|a, b| b.cmp(a));
+        let chosen = select(codes, &candidates, width, &mut scratch.decoded);
+        scratch.base = base;
+        self.set_links(layer, node, chosen.iter().map(|c| c.key as u32));
+    }
+
+    /// Checks every link of a graph over `n` nodes (a graph read from bytes must never send a
+    /// search out of bounds or to a node that is not on the layer).
+    pub fn validate(&self, n: usize) -> Result<(), String> {
+        if self.zero.len() != n * M0 {
+            return Err(format!("{} layer-0 slots for {n} nodes", self.zero.len()));
+        }
+        let mut offset = 0usize;
+        let mut top = 0;
+        for (i, u) in self.upper.iter().enumerate() {
+            if i > 0 && u.node <= self.upper[i - 1].node {
+                return Err(format!("upper-layer node {} out of order", u.node));
+            }
+            if u.node as usize >= n || u.level == 0 || u.level > MAX_LEVEL {
+                return Err(format!("upper-layer node {} of level {}", u.node, u.level));
+            }
+            if u.offset as usize != offset {
+                return Err(format!(
+                    "upper-layer node {} links at {}, not {offset}",
+                    u.node, u.offset
+                ));
+            }
+            offset += u.level as usize * M;
+            top = top.max(u.level);
+        }
+        if self.upper_links.len() != offset {
+            return Err(format!(
+                "{} upper-layer slots, {offset} expected",
+                self.upper_links.len()
+            ));
+        }
+        if n > 0 && (self.entry as usize >= n || self.level(self.entry) != top || self.top != top) {
+            return Err(format!(
+                "entry point {} at level {} is not on the top layer {top}",
+                self.entry, self.top
+            ));
+        }
+        if n == 0 && (self.entry, self.top) != (0, 0) {
+            return Err("an empty graph has an entry point".into());
+        }
+        for node in 0..n as u32 {
+            for layer in 0..=self.level(node) {
+                let (start, width) = self.slot_range(layer, node);
+                let slots = if layer == 0 {
+                    &self.zero
+                } else {
+                    &self.upper_links
+                };
+                let slots = &slots[start..start + width];
+                let valid = slots.iter().take_while(|&&link| link != NO_LINK).count();
+                if slots[valid..].iter().any(|&link| link != NO_LINK) {
+                    return Err(format!(
+                        "node {node} has a link after an empty slot on layer {layer}"
+                    ));
+                }
+                for &link in &slots[..valid] {
+                    if link as usize >= n || self.level(link) < layer {
+                        return Err(format!("node {node} links to {link}, beyond layer {layer}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Heap bytes held by the links.
     pub fn bytes(&self) -> usize {
-        (self.zero.len() + self.upper.iter().map(Vec::len).sum::<usize>()) * 4
+        self.zero.capacity() * 4
+            + self.upper.capacity() * std::mem::size_of::<Upper>()
+            + self.upper_links.capacity() * 4
     }
 }
 
-/// The valid links of `node` in a layer with `width` slots per node.
-fn links(layer: &[u32], width: usize, node: u32) -> impl Iterator<Item = &u32> {
-    layer[node as usize * width..][..width]
-        .iter()
-        .take_while(|&&link| link != NO_LINK)
-}
-
-fn check_links(layer: &[u32], width: usize, n: usize) -> Result<(), String> {
-    if !layer.len().is_multiple_of(width) {
-        return Err(format!("{} link slots is not a multiple of {width}", layer.len()));
+/// HNSW's neighbour heuristic over `candidates` (best first, scored against the base node): keep
+/// a candidate only if it is more similar to the base than to every candidate kept so far; at most
+/// `width`.
+fn select(
+    codes: &Codes,
+    candidates: &[Scored],
+    width: usize,
+    decoded: &mut Vec<f32>,
+) -> Vec<Scored> {
+    if candidates.len() <= width {
+        return candidates.to_vec();
     }
-    for (node, slots) in layer.chunks_exact(width).enumerate() {
-        let valid = slots.iter().take_while(|&&link| link != NO_LINK).count();
-        if let Some(&bad) = slots[..valid].iter().find(|&&link| link as usize >= n) {
-            return Err(format!("node {node} links to {bad}, beyond {n} nodes"));
+    decoded.resize(codes.dim, 0.0);
+    let mut chosen: Vec<Scored> = Vec::with_capacity(width);
+    for &c in candidates {
+        if chosen.len() == width {
+            break;
         }
-        if slots[valid..].iter().any(|&link| link != NO_LINK) {
-            return Err(format!("node {node} has a link after an empty slot"));
+        codes.decode(c.key as usize, decoded);
+        let q = codes.query(decoded);
+        if chosen
+            .iter()
+            .all(|s| codes.score(q, s.key as usize) <= c.score)
+        {
+            chosen.push(c);
         }
     }
-    Ok(())
+    chosen
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::normalize;
     use crate::synthetic::Clusters;
 
-    /// Our search over the extracted graph returns what instant-distance's own search returns.
-    #[test]
-    fn extracted_graph_searches_like_instant_distance() {
-        let dim = 32;
-        let data = Clusters::new(dim, 8, 7).sample(2000, 1);
-        let rows: Vec<Row<'_>> = data.chunks_exact(dim).map(Row).collect();
-        let ef = 40;
-        let (theirs, pids) = Builder::default()
-            .ef_construction(ef)
-            .ef_search(ef)
-            .seed(3)
-            .build_hnsw(rows.clone());
-        let ours = build(&data, dim, ef, true, 3);
-        // Same seed, but natively the build runs on several threads: compare each graph's
-        // search with its own node numbering, through the row each node holds.
-        let row_of_ours = &ours.order;
-        let mut row_of_theirs = vec![0; pids.len()];
-        for (row, pid) in pids.iter().enumerate() {
-            row_of_theirs[pid.into_inner() as usize] = row;
+    fn build(n: usize, dim: usize, seed: u64) -> (Codes, Graph, Vec<f32>) {
+        let mut data = Clusters::new(dim, 8, seed).sample(n, 1);
+        data.chunks_exact_mut(dim).for_each(|v| {
+            normalize(v);
+        });
+        let mut codes = Codes::new(vec![0.0; dim]);
+        let mut graph = Graph::default();
+        let mut scratch = Scratch::default();
+        for (row, v) in data.chunks_exact(dim).enumerate() {
+            codes.push(v);
+            graph.insert(&codes, v, level_of(seed, row), 40, &mut scratch);
         }
-        let reordered: Vec<f32> = row_of_ours
-            .iter()
-            .flat_map(|&row| data[row * dim..][..dim].iter().copied())
-            .collect();
-        let mut search = instant_distance::Search::default();
-        let mut agree = 0;
-        let queries = 100;
-        for q in 0..queries {
-            let query = &data[q * 17 * dim..][..dim];
-            let want: Vec<usize> = theirs
-                .search(&Row(query), &mut search)
-                .take(10)
-                .map(|item| row_of_theirs[item.pid.into_inner() as usize])
-                .collect();
-            let mut got = Vec::new();
-            ours.graph
-                .search(&reordered, dim, query, ef, |_| true, |s| got.push(s));
-            got.sort_by(|a, b| b.cmp(a));
-            let got: Vec<usize> = got.iter().take(10).map(|s| row_of_ours[s.key as usize]).collect();
-            agree += want.iter().filter(|row| got.contains(row)).count();
-        }
-        // Both graphs are approximate; they must find (nearly) the same neighbours.
-        let overlap = agree as f64 / (queries * 10) as f64;
-        assert!(overlap > 0.97, "top-10 overlap with instant-distance {overlap}");
-        assert_eq!(ours.graph.validate(2000), Ok(()));
+        (codes, graph, data)
     }
 
     #[test]
-    fn validate_rejects_out_of_range_and_gapped_links() {
-        let mut graph = build(&Clusters::new(8, 2, 1).sample(100, 2), 8, 20, false, 1).graph;
-        assert_eq!(graph.validate(100), Ok(()));
-        assert!(graph.validate(50).is_err());
-        let gap = (0..graph.zero.len())
-            .find(|&p| graph.zero[p] == NO_LINK && p % ZERO_LINKS != ZERO_LINKS - 1)
+    fn graph_finds_the_nearest_and_validates() {
+        let dim = 32;
+        let (codes, graph, data) = build(2000, dim, 3);
+        assert_eq!(graph.validate(2000), Ok(()));
+        assert!(graph.top >= 1, "2000 nodes reach level 1");
+        let mut found = 0;
+        for row in (0..2000).step_by(20) {
+            let mut got = Vec::new();
+            let q = codes.query(&data[row * dim..][..dim]);
+            graph.search(
+                |node| codes.score(q, node as usize),
+                40,
+                |_| true,
+                |s| got.push(s),
+            );
+            found += got.iter().any(|s| s.key == row as u64) as usize;
+        }
+        assert_eq!(found, 100, "every row finds itself");
+    }
+
+    #[test]
+    fn same_inserts_give_the_same_graph() {
+        assert_eq!(build(500, 16, 9).1, build(500, 16, 9).1);
+        assert_ne!(build(500, 16, 9).1, build(500, 16, 10).1);
+    }
+
+    #[test]
+    fn levels_are_geometric_with_p_one_over_m() {
+        let above = (0..160_000).filter(|&r| level_of(1, r) >= 1).count();
+        assert!(
+            (9_000..11_000).contains(&above),
+            "{above} of 160000 on level ≥ 1"
+        );
+    }
+
+    #[test]
+    fn validate_rejects_out_of_range_gapped_and_off_layer_links() {
+        let (_, graph, _) = build(300, 8, 2);
+        assert!(graph.validate(299).is_err());
+        let mut bad = graph.clone();
+        let gap = (0..bad.zero.len())
+            .find(|&p| bad.zero[p] == NO_LINK && p % M0 != M0 - 1)
             .unwrap();
-        graph.zero[gap + 1] = 0;
-        assert!(graph.validate(100).unwrap_err().contains("after an empty slot"));
+        bad.zero[gap + 1] = 0;
+        assert!(
+            bad.validate(300)
+                .unwrap_err()
+                .contains("after an empty slot")
+        );
+        let mut bad = graph.clone();
+        bad.zero[0] = 300;
+        assert!(bad.validate(300).unwrap_err().contains("beyond"));
+        let mut bad = graph.clone();
+        let flat = (0..300u32).find(|&n| bad.level(n) == 0).unwrap();
+        bad.upper_links[0] = flat;
+        assert!(bad.validate(300).unwrap_err().contains("beyond layer 1"));
     }
 }

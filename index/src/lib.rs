@@ -1,42 +1,53 @@
 //! An incremental, persistent vector index for cosine similarity.
 //!
 //! ```text
-//! insert ─▶ fresh segment (exact: brute-force dot products)
-//!              │ compact(): when the collection outgrows `exact_limit`
+//! insert ─▶ fresh rows (f32, searched exactly)
+//!              │ compact(): a bounded number of rows per call
 //!              ▼
-//!           graph segments (HNSW, built by instant-distance), merged tier by tier
-//! search ─▶ top-k of every segment, merged
+//!           one HNSW graph over int8 codes, grown in place
+//! search ─▶ top-k of the fresh rows and of the graph, merged
 //! ```
 //!
-//! - New vectors go to the *fresh* segment, searched exactly. Collections up to
-//!   [`Config::exact_limit`] vectors never leave it: exact search is fast enough there and needs
-//!   no build.
-//! - [`Index::compact`] does at most one unit of work per call and returns whether more is
-//!   pending, so a worker can interleave it with searches: it turns a full fresh segment into an
-//!   HNSW *graph segment*, merges [`Config::merge_factor`] graph segments of one size tier into
-//!   one (LSM-style size tiers, so adding 1,000 vectors to 100,000 rebuilds only small segments),
-//!   or rebuilds a segment that is mostly tombstones. No call builds a graph over more than
-//!   [`Config::max_segment_len`] vectors.
-//! - Removing from the fresh segment is immediate; removing from a graph segment leaves a
-//!   tombstone that searches walk through but never return, until that segment is next rebuilt.
+//! - New vectors go to the *fresh* rows, searched exactly. Collections up to
+//!   [`Config::exact_limit`] vectors never leave them: exact search is fast enough there and
+//!   needs no build.
+//! - Beyond that, [`Index::compact`] moves at most [`Config::step_rows`] fresh rows per call into
+//!   the graph (HNSW insertion, `graph.rs`) and returns whether more is pending, so a worker can
+//!   interleave it with searches: no call does more than a few tens of milliseconds of work, and
+//!   adding 1,000 vectors to a million costs 1,000 insertions, never a rebuild.
+//! - The graph keeps its vectors as int8 codes (`codes.rs`): 512 bytes of a 512-d vector instead
+//!   of 2048. Up to [`Config::f32_limit`] rows it also keeps them in f32 and searches by
+//!   those, with exact scores; beyond, it searches by the codes and scores of graph rows are
+//!   approximate (of the order of 1e-3, see `codes.rs`). Fresh rows always score exactly.
+//! - Removing a fresh row is immediate; removing a graph row leaves a tombstone that searches walk
+//!   through but never return. Past [`Config::max_dead_fraction`] tombstones the graph is rebuilt
+//!   from its live rows, again a bounded number of rows per `compact` call, while the old graph
+//!   goes on answering searches.
+//! - Builds are deterministic: the same inserts (and removals and compactions) in the same order
+//!   give byte-identical [`Index::to_bytes`] natively and in wasm.
 //! - [`Index::to_bytes`] / [`Index::from_bytes`]: a versioned, checksummed format, checked in
 //!   full on load (see `format.rs`).
 
 use std::collections::HashMap;
 
+mod codes;
 mod format;
 mod graph;
 mod kernel;
 pub mod synthetic;
 mod topk;
 
-use graph::Graph;
+use codes::{Codes, grow};
+use graph::{Graph, Scratch};
 use topk::{Scored, TopK};
 
 pub use format::FORMAT_VERSION;
 
 /// The largest dimension accepted (a sanity bound for `from_bytes`; CLIP uses 512 or 768).
 pub const MAX_DIM: usize = 1 << 16;
+
+/// The most rows the index holds (row numbers are 31-bit).
+pub const MAX_ROWS: usize = (1 << 31) - 1;
 
 /// What went wrong. Nothing in this crate panics on bad input.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -48,6 +59,8 @@ pub enum Error {
     NotFinite { position: usize, value: f32 },
     #[error("vector is all zeros, so it has no direction to compare by cosine similarity")]
     ZeroVector,
+    #[error("the index is full ({MAX_ROWS} rows)")]
+    Full,
     #[error("invalid index configuration: {0}")]
     Config(String),
     #[error("index bytes are version {found}; this build reads version {FORMAT_VERSION}")]
@@ -58,45 +71,38 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Tuning knobs. The defaults suit 512-d CLIP embeddings from a few hundred to a few hundred
-/// thousand images; see BENCHMARKS.md for how they were chosen.
+/// Tuning knobs. The defaults suit 512-d CLIP embeddings from a few hundred to a million
+/// images; see BENCHMARKS.md for how they were chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// Up to this many vectors the index stays exact (no graphs are built).
+    /// Up to this many vectors the index stays exact (no graph is built).
     pub exact_limit: usize,
-    /// Beyond `exact_limit`, the fresh segment becomes a graph segment once it holds this many.
-    pub fresh_capacity: usize,
-    /// How many graph segments of one size tier are merged into one.
-    pub merge_factor: usize,
-    /// No graph segment is built over more vectors than this: it bounds the work of one
-    /// `compact` call (and the number of segments is about `len / max_segment_len` plus a few).
-    pub max_segment_len: usize,
-    /// A graph segment with more than this fraction of tombstones is rebuilt.
+    /// Rows moved into (or rebuilt into) the graph per `compact` call: bounds its time.
+    pub step_rows: usize,
+    /// The graph is rebuilt from its live rows when more than this fraction are tombstones.
     pub max_dead_fraction: f32,
-    /// `ef_construction` of the HNSW builds.
+    /// `ef_construction` of graph insertions.
     pub ef_construction: usize,
-    /// Whether builds pick neighbours with HNSW's diversity heuristic (instant-distance's
-    /// default). It makes searches visit fewer nodes but builds several times slower.
-    pub neighbor_heuristic: bool,
     /// Default `ef` of searches (see [`Index::search_ef`]).
     pub ef_search: usize,
-    /// Seed of the graph builds. Builds in one thread (wasm) are reproducible; native builds run
-    /// on several threads and their graphs differ slightly from run to run.
+    /// Seed of the graph's levels.
     pub seed: u64,
+    /// While the graph holds at most this many rows it also keeps them in f32 and searches by
+    /// them (exact scores; recall is the graph's alone). Beyond, only the int8 codes are kept: ~0.7 KB instead of ~2.7 KB per
+    /// 512-d vector, so that a million fit a tab.
+    pub f32_limit: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             exact_limit: 4096,
-            fresh_capacity: 1024,
-            merge_factor: 4,
-            max_segment_len: 32_768,
+            step_rows: 16,
             max_dead_fraction: 0.25,
-            ef_construction: 40,
-            neighbor_heuristic: false,
+            ef_construction: 128,
             ef_search: 64,
             seed: 0x0b5c_0a1d,
+            f32_limit: 100_000,
         }
     }
 }
@@ -104,15 +110,8 @@ impl Default for Config {
 impl Config {
     fn check(&self) -> Result<()> {
         let fail = |what: &str| Err(Error::Config(what.to_string()));
-        if self.fresh_capacity == 0 {
-            return fail("fresh_capacity must be at least 1");
-        }
-        if self.merge_factor < 2 {
-            return fail("merge_factor must be at least 2");
-        }
-        if self.max_segment_len < self.fresh_capacity || self.max_segment_len >= u32::MAX as usize
-        {
-            return fail("max_segment_len must be at least fresh_capacity and below 2^32");
+        if self.step_rows == 0 {
+            return fail("step_rows must be at least 1");
         }
         if !(0.0..1.0).contains(&self.max_dead_fraction) {
             return fail("max_dead_fraction must be in [0, 1)");
@@ -134,7 +133,7 @@ pub struct Hit {
 /// What one [`Index::compact`] call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Compaction {
-    /// Vectors put into a newly built graph segment by this call (0: no graph was built).
+    /// Rows inserted into a graph by this call.
     pub built: usize,
     /// Whether another call would do more work.
     pub pending: bool,
@@ -145,11 +144,14 @@ pub struct Compaction {
 pub struct Stats {
     /// Live vectors.
     pub len: usize,
-    /// Vectors in the fresh (exact) segment.
+    /// Vectors in the fresh (exact) rows.
     pub fresh: usize,
-    /// `(rows, tombstones)` of each graph segment.
-    pub graph_segments: Vec<(usize, usize)>,
-    /// Heap bytes held by vectors, ids, links and the id map (estimated for the map).
+    /// Rows of the graph and how many of them are tombstones.
+    pub graph_rows: usize,
+    pub graph_dead: usize,
+    /// Rows already in the graph being rebuilt, if one is.
+    pub rebuilding: Option<usize>,
+    /// Heap bytes held by vectors, codes, ids, links and the id map (estimated for the map).
     pub heap_bytes: usize,
 }
 
@@ -160,13 +162,13 @@ struct Fresh {
     vectors: Vec<f32>,
 }
 
-/// Rows with an HNSW graph; immutable but for tombstones.
+/// Rows with an HNSW graph: appended to, never reordered; removals are tombstones.
 #[derive(Clone, Debug, PartialEq)]
 struct Segment {
-    /// Names the segment in [`Location`]; never reused within an index.
-    tag: u32,
     ids: Vec<u64>,
-    vectors: Vec<f32>,
+    codes: Codes,
+    /// The rows in f32, while the segment is within `Config::f32_limit`.
+    exact: Option<Vec<f32>>,
     /// Tombstones, one bit per row.
     dead: Vec<u64>,
     dead_count: usize,
@@ -174,6 +176,17 @@ struct Segment {
 }
 
 impl Segment {
+    fn new(mean: Vec<f32>) -> Self {
+        Self {
+            ids: Vec::new(),
+            codes: Codes::new(mean),
+            exact: Some(Vec::new()),
+            dead: Vec::new(),
+            dead_count: 0,
+            graph: Graph::default(),
+        }
+    }
+
     fn rows(&self) -> usize {
         self.ids.len()
     }
@@ -185,23 +198,107 @@ impl Segment {
     fn is_dead(&self, row: usize) -> bool {
         self.dead[row / 64] & (1 << (row % 64)) != 0
     }
+
+    fn kill(&mut self, row: usize) {
+        self.dead[row / 64] |= 1 << (row % 64);
+        self.dead_count += 1;
+    }
+
+    /// Makes room for `extra` rows, dropping the f32 rows if they would pass `f32_limit`.
+    fn reserve(&mut self, extra: usize, f32_limit: usize) {
+        if self.rows() + extra > f32_limit {
+            self.exact = None;
+        }
+        if let Some(exact) = &mut self.exact {
+            grow(exact, extra * self.codes.dim);
+        }
+        grow(&mut self.ids, extra);
+        self.codes.reserve(extra);
+        self.graph.reserve(extra);
+    }
+
+    /// Appends the row whose code is already the last of `codes` and whose vector is `v`.
+    fn link_last(&mut self, id: u64, v: &[f32], config: &Config, scratch: &mut Scratch) -> u32 {
+        let row = self.ids.len();
+        self.ids.push(id);
+        if let Some(exact) = &mut self.exact {
+            exact.extend_from_slice(v);
+        }
+        if self.dead.len() * 64 <= row {
+            self.dead.push(0);
+        }
+        let level = graph::level_of(config.seed, row);
+        self.graph
+            .insert(&self.codes, v, level, config.ef_construction, scratch);
+        row as u32
+    }
+
+    fn bytes(&self) -> usize {
+        self.ids.capacity() * 8
+            + self.codes.bytes()
+            + self.exact.as_ref().map_or(0, |e| e.capacity() * 4)
+            + self.dead.capacity() * 8
+            + self.graph.bytes()
+    }
+
+    /// Searches the graph, by the f32 rows while they are kept (exact scores), by the codes
+    /// beyond.
+    fn search(&self, query: &[f32], ef: usize, live: impl Fn(usize) -> bool, top: &mut TopK) {
+        let dim = self.codes.dim;
+        let out = |found: Scored| top.push(Scored::new(found.score, self.ids[found.key as usize]));
+        match &self.exact {
+            Some(exact) => {
+                let score = |node: u32| kernel::dot(query, &exact[node as usize * dim..][..dim]);
+                self.graph.search(score, ef, live, out);
+            }
+            None => {
+                let q = self.codes.query(query);
+                self.graph
+                    .search(|node| self.codes.score(q, node as usize), ef, live, out);
+            }
+        }
+    }
+
+    /// Row `row` as f32: exact if kept, else decoded.
+    fn vector(&self, row: usize, out: &mut [f32]) {
+        match &self.exact {
+            Some(exact) => out.copy_from_slice(&exact[row * out.len()..][..out.len()]),
+            None => self.codes.decode(row, out),
+        }
+    }
 }
 
+/// A graph being rebuilt from the live rows of the current one: rows `0..next` of the current
+/// graph have been moved, row `r` to row `moved[r]` of `into` (`NO_ROW` if it was dead).
+#[derive(Clone, Debug, PartialEq)]
+struct Rebuild {
+    into: Segment,
+    next: usize,
+    moved: Vec<u32>,
+}
+
+const NO_ROW: u32 = u32::MAX;
+
+/// Where an id's vector is: a fresh row, or a row of the graph (during a rebuild, of the old
+/// graph: `Rebuild::moved` says where it went).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Location {
-    Fresh(u32),
-    Segment { tag: u32, row: u32 },
-}
+struct Location(u32);
 
-/// The unit of work of one `compact` call.
-#[derive(Debug, PartialEq)]
-enum Job {
-    /// Build a graph segment from the last `n` rows of the fresh segment.
-    Flush(usize),
-    /// Rebuild these segments' live rows into one graph segment (merge or purge).
-    Rebuild(Vec<u32>),
-    /// Move a mostly dead segment's few live rows back to the fresh segment.
-    Dissolve(u32),
+const FRESH: u32 = 1 << 31;
+
+impl Location {
+    fn fresh(row: usize) -> Self {
+        Self(row as u32 | FRESH)
+    }
+    fn graph(row: usize) -> Self {
+        Self(row as u32)
+    }
+    fn fresh_row(self) -> Option<usize> {
+        (self.0 & FRESH != 0).then_some((self.0 & !FRESH) as usize)
+    }
+    fn graph_row(self) -> Option<usize> {
+        (self.0 & FRESH == 0).then_some(self.0 as usize)
+    }
 }
 
 /// A cosine-similarity index over `dim`-dimensional vectors named by `u64` ids.
@@ -210,9 +307,9 @@ pub struct Index {
     dim: usize,
     config: Config,
     fresh: Fresh,
-    segments: Vec<Segment>,
+    graph: Option<Segment>,
+    rebuild: Option<Rebuild>,
     locations: HashMap<u64, Location>,
-    next_tag: u32,
 }
 
 impl Index {
@@ -223,16 +320,18 @@ impl Index {
 
     pub fn with_config(dim: usize, config: Config) -> Result<Self> {
         if dim == 0 || dim > MAX_DIM {
-            return Err(Error::Config(format!("dimension must be 1..={MAX_DIM}, got {dim}")));
+            return Err(Error::Config(format!(
+                "dimension must be 1..={MAX_DIM}, got {dim}"
+            )));
         }
         config.check()?;
         Ok(Self {
             dim,
             config,
             fresh: Fresh::default(),
-            segments: Vec::new(),
+            graph: None,
+            rebuild: None,
             locations: HashMap::new(),
-            next_tag: 0,
         })
     }
 
@@ -262,38 +361,45 @@ impl Index {
     pub fn insert(&mut self, id: u64, vector: &[f32]) -> Result<()> {
         let unit = self.unit(vector)?;
         self.remove(id);
-        let row = self.fresh.ids.len() as u32;
+        if self.fresh.ids.len() >= MAX_ROWS {
+            return Err(Error::Full);
+        }
+        let row = self.fresh.ids.len();
         self.fresh.ids.push(id);
         self.fresh.vectors.extend_from_slice(&unit);
-        self.locations.insert(id, Location::Fresh(row));
+        self.locations.insert(id, Location::fresh(row));
         Ok(())
     }
 
     /// Removes `id`; returns whether it was there.
     pub fn remove(&mut self, id: u64) -> bool {
-        match self.locations.remove(&id) {
-            None => false,
-            Some(Location::Fresh(row)) => {
-                let row = row as usize;
-                let last = self.fresh.ids.len() - 1;
-                if row != last {
-                    let moved = self.fresh.ids[last];
-                    self.fresh.ids[row] = moved;
-                    self.fresh.vectors.copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
-                    self.locations.insert(moved, Location::Fresh(row as u32));
-                }
-                self.fresh.ids.pop();
-                self.fresh.vectors.truncate(last * self.dim);
-                true
+        let Some(location) = self.locations.remove(&id) else {
+            return false;
+        };
+        if let Some(row) = location.fresh_row() {
+            let last = self.fresh.ids.len() - 1;
+            if row != last {
+                let moved = self.fresh.ids[last];
+                self.fresh.ids[row] = moved;
+                self.fresh
+                    .vectors
+                    .copy_within(last * self.dim..(last + 1) * self.dim, row * self.dim);
+                self.locations.insert(moved, Location::fresh(row));
             }
-            Some(Location::Segment { tag, row }) => {
-                let segment = self.segment_mut(tag);
-                let row = row as usize;
-                segment.dead[row / 64] |= 1 << (row % 64);
-                segment.dead_count += 1;
-                true
+            self.fresh.ids.pop();
+            self.fresh.vectors.truncate(last * self.dim);
+        } else if let Some(row) = location.graph_row() {
+            self.graph
+                .as_mut()
+                .expect("graph rows are in the graph")
+                .kill(row);
+            if let Some(rebuild) = &mut self.rebuild
+                && row < rebuild.next
+            {
+                rebuild.into.kill(rebuild.moved[row] as usize);
             }
         }
+        true
     }
 
     /// The `k` vectors most similar to `query`, best first, with the default `ef`.
@@ -301,7 +407,7 @@ impl Index {
         self.search_ef(query, k, self.config.ef_search)
     }
 
-    /// The `k` vectors most similar to `query`, best first. Graph segments are searched with
+    /// The `k` vectors most similar to `query`, best first. The graph is searched with
     /// `max(ef, k)` candidates: a larger `ef` is slower and finds more of the true neighbours.
     pub fn search_ef(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<Hit>> {
         let query = self.unit(query)?;
@@ -309,39 +415,51 @@ impl Index {
         if k == 0 {
             return Ok(Vec::new());
         }
-        for (id, row) in self.fresh.ids.iter().zip(self.fresh.vectors.chunks_exact(self.dim)) {
+        for (id, row) in self
+            .fresh
+            .ids
+            .iter()
+            .zip(self.fresh.vectors.chunks_exact(self.dim))
+        {
             top.push(Scored::new(kernel::dot(&query, row), *id));
         }
         let ef = ef.max(k);
-        for segment in &self.segments {
-            if segment.live() == 0 {
-                continue;
-            }
-            segment.graph.search(
-                &segment.vectors,
-                self.dim,
+        let moved = self.rebuild.as_ref().map_or(0, |r| r.next);
+        if let Some(graph) = &self.graph
+            && graph.live() > 0
+        {
+            graph.search(
                 &query,
                 ef,
-                |row| !segment.is_dead(row),
-                |found| top.push(Scored::new(found.score, segment.ids[found.key as usize])),
+                |row| row >= moved && !graph.is_dead(row),
+                &mut top,
             );
+        }
+        if let Some(rebuild) = &self.rebuild
+            && rebuild.into.live() > 0
+        {
+            let into = &rebuild.into;
+            into.search(&query, ef, |row| !into.is_dead(row), &mut top);
         }
         Ok(top
             .into_sorted()
             .into_iter()
-            .map(|s| Hit { id: s.key, score: s.score })
+            .map(|s| Hit {
+                id: s.key,
+                score: s.score,
+            })
             .collect())
     }
 
-    /// Does at most one unit of background work (see the crate docs) and says whether more is
-    /// pending. Call it until `pending` is false when idle; each call builds at most
-    /// `max_segment_len` vectors into a graph.
+    /// Does at most one step of background work (see the crate docs) and says whether more is
+    /// pending. Call it until `pending` is false when idle; each call inserts at most
+    /// `step_rows` rows into a graph.
     pub fn compact(&mut self) -> Compaction {
-        let built = match self.plan() {
-            None => 0,
-            Some(job) => self.run(job),
-        };
-        Compaction { built, pending: self.plan().is_some() }
+        let built = self.step();
+        Compaction {
+            built,
+            pending: self.pending(),
+        }
     }
 
     /// Runs `compact` until nothing is pending.
@@ -350,20 +468,22 @@ impl Index {
     }
 
     pub fn stats(&self) -> Stats {
-        let segment_bytes: usize = self
-            .segments
-            .iter()
-            .map(|s| s.ids.len() * 8 + s.vectors.len() * 4 + s.dead.len() * 8 + s.graph.bytes())
-            .sum();
-        // A hashbrown entry is the (u64, Location) pair plus a control byte, at a load of ~7/8.
+        // A hashbrown entry is the (u64, Location) pair plus a control byte.
         let map_bytes = self.locations.capacity() * (std::mem::size_of::<(u64, Location)>() + 1);
+        let graph_bytes = self.graph.as_ref().map_or(0, Segment::bytes)
+            + self
+                .rebuild
+                .as_ref()
+                .map_or(0, |r| r.into.bytes() + r.moved.capacity() * 4);
         Stats {
             len: self.len(),
             fresh: self.fresh.ids.len(),
-            graph_segments: self.segments.iter().map(|s| (s.rows(), s.dead_count)).collect(),
+            graph_rows: self.graph.as_ref().map_or(0, Segment::rows),
+            graph_dead: self.graph.as_ref().map_or(0, |g| g.dead_count),
+            rebuilding: self.rebuild.as_ref().map(|r| r.next),
             heap_bytes: self.fresh.ids.capacity() * 8
                 + self.fresh.vectors.capacity() * 4
-                + segment_bytes
+                + graph_bytes
                 + map_bytes,
         }
     }
@@ -371,7 +491,10 @@ impl Index {
     /// Checks `vector` and returns it normalised.
     fn unit(&self, vector: &[f32]) -> Result<Vec<f32>> {
         if vector.len() != self.dim {
-            return Err(Error::DimensionMismatch { expected: self.dim, got: vector.len() });
+            return Err(Error::DimensionMismatch {
+                expected: self.dim,
+                got: vector.len(),
+            });
         }
         if let Some((position, &value)) = vector.iter().enumerate().find(|(_, x)| !x.is_finite()) {
             return Err(Error::NotFinite { position, value });
@@ -387,126 +510,131 @@ impl Index {
         Ok(unit)
     }
 
-    fn segment_mut(&mut self, tag: u32) -> &mut Segment {
-        self.segments
-            .iter_mut()
-            .find(|s| s.tag == tag)
-            .expect("locations only name existing segments")
+    fn too_dead(&self) -> bool {
+        self.graph.as_ref().is_some_and(|g| {
+            g.dead_count > 0
+                && g.dead_count as f64 > self.config.max_dead_fraction as f64 * g.rows() as f64
+        })
     }
 
-    /// The next unit of work, if any: purges first, then flushing the fresh segment, then merges.
-    fn plan(&self) -> Option<Job> {
-        let c = &self.config;
-        for segment in &self.segments {
-            if segment.dead_count as f32 > c.max_dead_fraction * segment.rows() as f32 {
-                return Some(if segment.live() < c.fresh_capacity {
-                    Job::Dissolve(segment.tag)
-                } else {
-                    Job::Rebuild(vec![segment.tag])
-                });
-            }
-        }
-        let fresh = self.fresh.ids.len();
-        if self.len() > c.exact_limit && fresh >= c.fresh_capacity {
-            return Some(Job::Flush(fresh.min(c.max_segment_len)));
-        }
-        // Size tiers: tier t holds segments of [F^t, F^(t+1)) × fresh_capacity live rows.
-        let tier = |live: usize| {
-            let (mut t, mut bound) = (0, c.fresh_capacity * c.merge_factor);
-            while live >= bound {
-                t += 1;
-                bound = bound.saturating_mul(c.merge_factor);
-            }
-            t
-        };
-        let mut by_size: Vec<&Segment> = self.segments.iter().collect();
-        by_size.sort_by_key(|s| (s.live(), s.tag));
-        let mut start = 0;
-        while start < by_size.len() {
-            let t = tier(by_size[start].live());
-            let end = start + by_size[start..].iter().take_while(|s| tier(s.live()) == t).count();
-            if end - start >= c.merge_factor {
-                let mut chosen = Vec::new();
-                let mut total = 0;
-                for s in &by_size[start..start + c.merge_factor] {
-                    if total + s.live() > c.max_segment_len {
-                        break;
-                    }
-                    total += s.live();
-                    chosen.push(s.tag);
-                }
-                if chosen.len() >= 2 {
-                    return Some(Job::Rebuild(chosen));
-                }
-            }
-            start = end;
-        }
-        None
+    fn pending(&self) -> bool {
+        self.rebuild.is_some()
+            || self.too_dead()
+            || (self.len() > self.config.exact_limit && !self.fresh.ids.is_empty())
     }
 
-    /// Does `job`; returns how many rows went into a new graph.
-    fn run(&mut self, job: Job) -> usize {
-        let dim = self.dim;
-        let (ids, vectors) = match job {
-            Job::Flush(n) => {
-                let keep = self.fresh.ids.len() - n;
-                let ids = self.fresh.ids.split_off(keep);
-                let vectors = self.fresh.vectors.split_off(keep * dim);
-                // `split_off` leaves the fresh segment its whole capacity: hand it back.
-                self.fresh.ids.shrink_to(keep.max(self.config.fresh_capacity));
-                self.fresh.vectors.shrink_to(keep.max(self.config.fresh_capacity) * dim);
-                (ids, vectors)
-            }
-            Job::Rebuild(tags) => {
-                let mut ids = Vec::new();
-                let mut vectors = Vec::new();
-                for tag in tags {
-                    let at = self.segments.iter().position(|s| s.tag == tag).expect("planned");
-                    let segment = self.segments.swap_remove(at);
-                    for row in (0..segment.rows()).filter(|&r| !segment.is_dead(r)) {
-                        ids.push(segment.ids[row]);
-                        vectors.extend_from_slice(&segment.vectors[row * dim..][..dim]);
-                    }
-                }
-                (ids, vectors)
-            }
-            Job::Dissolve(tag) => {
-                let at = self.segments.iter().position(|s| s.tag == tag).expect("planned");
-                let segment = self.segments.swap_remove(at);
-                for row in (0..segment.rows()).filter(|&r| !segment.is_dead(r)) {
-                    let id = segment.ids[row];
-                    let fresh_row = self.fresh.ids.len() as u32;
-                    self.fresh.ids.push(id);
-                    self.fresh.vectors.extend_from_slice(&segment.vectors[row * dim..][..dim]);
-                    self.locations.insert(id, Location::Fresh(fresh_row));
-                }
+    /// One step: rebuilding first, then moving fresh rows into the graph.
+    fn step(&mut self) -> usize {
+        if self.rebuild.is_some() {
+            return self.rebuild_step();
+        }
+        if self.too_dead() {
+            let graph = self.graph.as_ref().expect("too_dead needs a graph");
+            if graph.live() <= self.config.exact_limit {
+                self.dissolve();
                 return 0;
             }
-        };
-        if ids.is_empty() {
+            let into = Segment::new(graph.codes.mean.clone());
+            self.rebuild = Some(Rebuild {
+                into,
+                next: 0,
+                moved: Vec::with_capacity(graph.rows()),
+            });
+            return self.rebuild_step();
+        }
+        if self.len() > self.config.exact_limit && !self.fresh.ids.is_empty() {
+            return self.flush_step();
+        }
+        0
+    }
+
+    /// Moves up to `step_rows` of the newest fresh rows into the graph (made on first use, with
+    /// the mean of the fresh rows as the centre of its codes).
+    fn flush_step(&mut self) -> usize {
+        let dim = self.dim;
+        let graph = self.graph.get_or_insert_with(|| {
+            let rows = self.fresh.ids.len().min(8192);
+            let mut mean = vec![0.0f64; dim];
+            for v in self.fresh.vectors.chunks_exact(dim).take(rows) {
+                mean.iter_mut().zip(v).for_each(|(m, x)| *m += *x as f64);
+            }
+            Segment::new(mean.iter().map(|m| (m / rows as f64) as f32).collect())
+        });
+        let n = self.fresh.ids.len().min(self.config.step_rows);
+        if graph.rows() + n > MAX_ROWS {
             return 0;
         }
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        let seed = self.config.seed ^ (tag as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let c = &self.config;
-        let built = graph::build(&vectors, dim, c.ef_construction, c.neighbor_heuristic, seed);
-        let mut segment = Segment {
-            tag,
-            ids: Vec::with_capacity(ids.len()),
-            vectors: Vec::with_capacity(vectors.len()),
-            dead: vec![0; ids.len().div_ceil(64)],
-            dead_count: 0,
-            graph: built.graph,
-        };
-        for (row, &from) in built.order.iter().enumerate() {
-            segment.ids.push(ids[from]);
-            segment.vectors.extend_from_slice(&vectors[from * dim..][..dim]);
-            self.locations.insert(ids[from], Location::Segment { tag, row: row as u32 });
+        graph.reserve(n, self.config.f32_limit);
+        let keep = self.fresh.ids.len() - n;
+        let mut scratch = Scratch::default();
+        for i in keep..keep + n {
+            let id = self.fresh.ids[i];
+            let v = &self.fresh.vectors[i * dim..][..dim];
+            graph.codes.push(v);
+            let row = graph.link_last(id, v, &self.config, &mut scratch);
+            self.locations.insert(id, Location::graph(row as usize));
         }
-        let n = segment.rows();
-        self.segments.push(segment);
+        self.fresh.ids.truncate(keep);
+        self.fresh.vectors.truncate(keep * dim);
+        if self.fresh.ids.capacity() > 4 * keep.max(1024) {
+            self.fresh.ids.shrink_to(keep.max(1024));
+            self.fresh.vectors.shrink_to(keep.max(1024) * dim);
+        }
         n
+    }
+
+    /// Moves up to `step_rows` rows of the graph into the one being rebuilt; swaps them when
+    /// all are moved.
+    fn rebuild_step(&mut self) -> usize {
+        let rebuild = self.rebuild.as_mut().expect("a rebuild");
+        let old = self.graph.as_ref().expect("a rebuild has a graph");
+        let end = (rebuild.next + self.config.step_rows).min(old.rows());
+        let mut scratch = Scratch::default();
+        let mut v = vec![0.0; self.dim];
+        let mut built = 0;
+        rebuild
+            .into
+            .reserve(end - rebuild.next, self.config.f32_limit);
+        for row in rebuild.next..end {
+            if old.is_dead(row) {
+                rebuild.moved.push(NO_ROW);
+                continue;
+            }
+            rebuild.into.codes.push_from(&old.codes, row);
+            old.vector(row, &mut v);
+            let new_row = rebuild
+                .into
+                .link_last(old.ids[row], &v, &self.config, &mut scratch);
+            rebuild.moved.push(new_row);
+            built += 1;
+        }
+        rebuild.next = end;
+        if end == old.rows() {
+            let Rebuild { into, moved, .. } = self.rebuild.take().expect("a rebuild");
+            for location in self.locations.values_mut() {
+                if let Some(row) = location.graph_row() {
+                    *location = Location::graph(moved[row] as usize);
+                }
+            }
+            self.graph = Some(into);
+        }
+        built
+    }
+
+    /// Moves a mostly dead graph's few live rows back to the fresh rows (decoded, if the f32 rows
+    /// were no longer kept) and drops the graph.
+    fn dissolve(&mut self) {
+        let graph = self.graph.take().expect("a graph to dissolve");
+        let mut v = vec![0.0; self.dim];
+        for row in (0..graph.rows()).filter(|&r| !graph.is_dead(r)) {
+            graph.vector(row, &mut v);
+            kernel::normalize(&mut v);
+            let id = graph.ids[row];
+            self.locations
+                .insert(id, Location::fresh(self.fresh.ids.len()));
+            self.fresh.ids.push(id);
+            self.fresh.vectors.extend_from_slice(&v);
+        }
     }
 }
 
@@ -517,9 +645,7 @@ mod tests {
     fn small() -> Config {
         Config {
             exact_limit: 50,
-            fresh_capacity: 20,
-            merge_factor: 3,
-            max_segment_len: 200,
+            step_rows: 20,
             ef_construction: 40,
             ef_search: 40,
             ..Config::default()
@@ -531,16 +657,25 @@ mod tests {
         let mut index = Index::new(3).unwrap();
         assert_eq!(
             index.insert(1, &[1.0, 2.0]),
-            Err(Error::DimensionMismatch { expected: 3, got: 2 })
+            Err(Error::DimensionMismatch {
+                expected: 3,
+                got: 2
+            })
         );
         assert_eq!(
-            index.insert(1, &[1.0, f32::NAN, 0.0]).unwrap_err().to_string(),
+            index
+                .insert(1, &[1.0, f32::NAN, 0.0])
+                .unwrap_err()
+                .to_string(),
             "vector has a non-finite value (NaN) at position 1"
         );
         assert_eq!(index.insert(1, &[0.0; 3]), Err(Error::ZeroVector));
         assert_eq!(index.search(&[0.0; 3], 1), Err(Error::ZeroVector));
         assert!(matches!(Index::new(0), Err(Error::Config(_))));
-        let bad = Config { merge_factor: 1, ..Config::default() };
+        let bad = Config {
+            step_rows: 0,
+            ..Config::default()
+        };
         assert!(Index::with_config(3, bad).is_err());
         assert!(index.is_empty());
     }
@@ -571,66 +706,110 @@ mod tests {
     }
 
     #[test]
-    fn small_collections_stay_exact_and_large_ones_get_graphs() {
+    fn small_collections_stay_exact_and_large_ones_get_a_graph_in_bounded_steps() {
         let data = synthetic::Clusters::new(8, 4, 1).sample(400, 1);
         let mut index = Index::with_config(8, small()).unwrap();
         for (i, v) in data.chunks_exact(8).take(50).enumerate() {
             index.insert(i as u64, v).unwrap();
         }
-        assert_eq!(index.compact(), Compaction { built: 0, pending: false });
+        assert_eq!(
+            index.compact(),
+            Compaction {
+                built: 0,
+                pending: false
+            }
+        );
         for (i, v) in data.chunks_exact(8).enumerate().skip(50) {
             index.insert(i as u64, v).unwrap();
         }
-        let first = index.compact();
-        assert_eq!(first.built, 200, "flush at most max_segment_len");
-        index.compact_all();
+        assert_eq!(
+            index.compact(),
+            Compaction {
+                built: 20,
+                pending: true
+            }
+        );
+        let mut calls = 1;
+        while index.compact().pending {
+            calls += 1;
+        }
+        assert_eq!(calls, 400 / 20 - 1);
         let stats = index.stats();
-        assert_eq!(stats.len, 400);
-        assert!(stats.fresh < 20, "{stats:?}");
-        assert!(stats.graph_segments.iter().all(|&(rows, _)| rows <= 200), "{stats:?}");
+        assert_eq!((stats.len, stats.fresh, stats.graph_rows), (400, 0, 400));
+        // Searches run between steps and see every row.
+        index.insert(1000, &data[..8]).unwrap();
+        let hits = index.search(&data[..8], 2).unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![0, 1000]);
     }
 
     #[test]
-    fn adding_a_little_to_a_large_index_rebuilds_only_small_segments() {
+    fn tombstones_are_purged_by_a_rebuild_that_serves_searches_meanwhile() {
         let dim = 8;
-        let data = synthetic::Clusters::new(dim, 4, 2).sample(1100, 3);
-        let mut index = Index::with_config(dim, small()).unwrap();
-        for (i, v) in data.chunks_exact(dim).take(1000).enumerate() {
-            index.insert(i as u64, v).unwrap();
-        }
-        index.compact_all();
-        let before = index.stats();
-        let mut built = 0;
-        for (i, v) in data.chunks_exact(dim).enumerate().skip(1000) {
-            index.insert(i as u64, v).unwrap();
-            built += index.compact().built;
-        }
-        index.compact_all();
-        // 100 new rows, each rebuilt at most once per tier below the largest segments.
-        assert!(built <= 100 * 4, "rebuilt {built} rows for 100 inserts; before {before:?}");
-        assert_eq!(index.len(), 1100);
-    }
-
-    #[test]
-    fn tombstoned_segments_are_purged() {
-        let dim = 8;
-        let data = synthetic::Clusters::new(dim, 4, 2).sample(300, 5);
+        let data = synthetic::Clusters::new(dim, 4, 2).sample(600, 5);
         let mut index = Index::with_config(dim, small()).unwrap();
         for (i, v) in data.chunks_exact(dim).enumerate() {
             index.insert(i as u64, v).unwrap();
         }
         index.compact_all();
-        assert!(!index.stats().graph_segments.is_empty());
-        for id in 0..290 {
+        for id in (0..600).step_by(3) {
             index.remove(id);
+        }
+        assert!(index.compact().pending);
+        assert!(index.stats().rebuilding.is_some());
+        // Mid-rebuild: removals of moved and unmoved rows, and searches, all hold.
+        assert!(index.remove(1) && index.remove(599));
+        let live: Vec<u64> = (0..600)
+            .filter(|id| id % 3 != 0 && *id != 1 && *id != 599)
+            .collect();
+        let hits = index.search(&data[2 * dim..][..dim], 400).unwrap();
+        let mut ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+        ids.sort();
+        assert_eq!(
+            ids, live,
+            "a search during the rebuild sees every live row once"
+        );
+        index.compact_all();
+        let stats = index.stats();
+        assert_eq!(
+            (
+                stats.len,
+                stats.graph_rows,
+                stats.graph_dead,
+                stats.rebuilding
+            ),
+            (398, 399, 1, None)
+        );
+        // (id 1 was removed after it had moved: a tombstone in the new graph.)
+        for id in live.iter().step_by(17) {
+            let hits = index.search(&data[*id as usize * dim..][..dim], 1).unwrap();
+            assert_eq!(hits[0].id, *id);
+        }
+        // A mostly dead graph goes back to exact rows.
+        for id in live.iter().skip(10) {
+            index.remove(*id);
         }
         index.compact_all();
         let stats = index.stats();
-        assert_eq!(stats.len, 10);
-        assert!(stats.graph_segments.iter().all(|&(_, dead)| dead == 0), "{stats:?}");
-        let hits = index.search(&data[..dim], 20).unwrap();
-        let mut ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
-        ids.sort();
-        assert_eq!(ids, (290..300).collect::<Vec<_>>());
+        assert_eq!((stats.len, stats.fresh, stats.graph_rows), (10, 10, 0));
+    }
+
+    #[test]
+    fn the_same_operations_give_the_same_bytes() {
+        let run = || {
+            let data = synthetic::Clusters::new(16, 5, 3).sample(700, 2);
+            let mut index = Index::with_config(16, small()).unwrap();
+            for (i, v) in data.chunks_exact(16).enumerate() {
+                index.insert(i as u64, v).unwrap();
+                if i % 7 == 0 {
+                    index.remove(i as u64 / 2);
+                }
+                if i % 50 == 0 {
+                    index.compact();
+                }
+            }
+            index.compact_all();
+            index.to_bytes()
+        };
+        assert_eq!(run(), run());
     }
 }

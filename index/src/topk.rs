@@ -47,7 +47,10 @@ pub(crate) struct TopK {
 
 impl TopK {
     pub fn new(k: usize) -> Self {
-        Self { k, heap: BinaryHeap::with_capacity(k + 1) }
+        Self {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
     }
 
     #[inline]
@@ -64,7 +67,11 @@ impl TopK {
     /// Best first.
     pub fn into_sorted(self) -> Vec<Scored> {
         // Ascending order of `Reverse` is descending order of the items.
-        self.heap.into_sorted_vec().into_iter().map(|Reverse(s)| s).collect()
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(s)| s)
+            .collect()
     }
 }
 

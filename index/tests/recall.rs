@@ -1,44 +1,134 @@
-//! recall@10 against brute force on clustered 512-d synthetic embeddings (a mixture of
-//! anisotropic Gaussian clusters, fixed seed), with the default configuration and `ef`, at 10k
-//! and 100k vectors. Latency is measured by `examples/bench.rs`, not here.
+//! recall@10 against exact f32 brute force, at the default configuration, with 10% of the ids
+//! removed, on several kinds of data (CI-sized: 20k vectors; `examples/bench.rs` runs the same at
+//! 100k and 1M): the bench mixture and many small overlapping clusters of very uneven size (both
+//! 512-d, `index::synthetic`), and real embeddings (the demo collection through the demo model,
+//! 64-d, plus noise). Both of the index's regimes are checked: searching by f32 rows (up to
+//! `f32_limit`) and by int8 codes alone (beyond it, as at a million). Latency is measured by the
+//! bench, not here.
 
-use index::synthetic::Clusters;
+use index::synthetic::{Distribution, around};
 use index::{Config, Index};
 
-const DIM: usize = 512;
 const K: usize = 10;
+const N: usize = 20_000;
+const QUERIES: usize = 200;
 
-fn recall_at(n: usize, queries: usize) -> (f64, index::Stats) {
-    let clusters = Clusters::new(DIM, 100, 1);
-    let data = clusters.sample(n, 2);
-    let queries = clusters.sample(queries, 3);
-    let mut index = Index::new(DIM).unwrap();
-    let mut exact = Index::with_config(DIM, Config { exact_limit: usize::MAX, ..Config::default() })
-        .unwrap();
-    for (id, v) in data.chunks_exact(DIM).enumerate() {
+/// The demo collection's 200 embeddings through the demo model (64-d little-endian f32; made by
+/// `index/tests/data/make-demo-embeddings.sh`).
+fn demo_embeddings() -> Vec<f32> {
+    let bytes = include_bytes!("data/demo-embeddings.f32");
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// recall@10 at `ef` (None: the default) of an index over `data` with every tenth id removed.
+fn recall(
+    dim: usize,
+    data: &[f32],
+    queries: &[f32],
+    config: Config,
+    efs: &[Option<usize>],
+) -> Vec<f64> {
+    let mut index = Index::with_config(dim, config).unwrap();
+    let mut exact = Index::with_config(
+        dim,
+        Config {
+            exact_limit: usize::MAX,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    for (id, v) in data.chunks_exact(dim).enumerate() {
         index.insert(id as u64, v).unwrap();
-        exact.insert(id as u64, v).unwrap();
+        if id % 10 != 9 {
+            exact.insert(id as u64, v).unwrap();
+        }
     }
     index.compact_all();
-    let mut found = 0;
-    for query in queries.chunks_exact(DIM) {
-        let truth = exact.search(query, K).unwrap();
-        let hits = index.search(query, K).unwrap();
-        found += hits.iter().filter(|h| truth.iter().any(|t| t.id == h.id)).count();
+    for id in (9..data.len() / dim).step_by(10) {
+        index.remove(id as u64);
     }
-    (found as f64 / (queries.len() / DIM * K) as f64, index.stats())
+    let stats = index.stats();
+    assert_eq!(
+        (stats.fresh, stats.graph_rows),
+        (0, data.len() / dim),
+        "{stats:?}"
+    );
+    let truth: Vec<_> = queries
+        .chunks_exact(dim)
+        .map(|q| exact.search(q, K).unwrap())
+        .collect();
+    efs.iter()
+        .map(|ef| {
+            let mut found = 0;
+            for (query, truth) in queries.chunks_exact(dim).zip(&truth) {
+                let hits = match ef {
+                    None => index.search(query, K).unwrap(),
+                    Some(ef) => index.search_ef(query, K, *ef).unwrap(),
+                };
+                found += hits
+                    .iter()
+                    .filter(|h| truth.iter().any(|t| t.id == h.id))
+                    .count();
+            }
+            found as f64 / (truth.len() * K) as f64
+        })
+        .collect()
+}
+
+fn int8_only() -> Config {
+    Config {
+        f32_limit: 0,
+        ..Config::default()
+    }
 }
 
 #[test]
-fn recall_at_10k() {
-    let (recall, stats) = recall_at(10_000, 300);
-    assert!(!stats.graph_segments.is_empty(), "{stats:?}");
-    assert!(recall >= 0.98, "recall@10 {recall} ({stats:?})");
+fn mixture() {
+    let d = Distribution::Mixture;
+    let (data, queries) = (d.sample(512, N, 1, 2), d.sample(512, QUERIES, 1, 3));
+    let f32_rows = recall(512, &data, &queries, Config::default(), &[None])[0];
+    let codes = recall(512, &data, &queries, int8_only(), &[None])[0];
+    assert!(
+        f32_rows >= 0.98 && codes >= 0.90,
+        "recall@10 {f32_rows} (f32), {codes} (int8)"
+    );
 }
 
+/// The hardest of the synthetic sets for any HNSW: hnswlib (M 16, efC 200) reaches 0.978 at
+/// ef 64 and 0.989 at ef 128 on it; we 0.966 and 0.983 (BENCHMARKS.md). The default `ef` does not
+/// reach 0.98 here: that is what this test pins, along with `ef` 128 doing so.
 #[test]
-fn recall_at_100k() {
-    let (recall, stats) = recall_at(100_000, 200);
-    assert!(stats.graph_segments.len() >= 2, "{stats:?}");
-    assert!(recall >= 0.98, "recall@10 {recall} ({stats:?})");
+fn many_small_uneven_overlapping_clusters() {
+    let d = Distribution::Uneven;
+    let (data, queries) = (d.sample(512, N, 1, 2), d.sample(512, QUERIES, 1, 3));
+    let got = recall(512, &data, &queries, Config::default(), &[None, Some(128)]);
+    assert!(
+        got[0] >= 0.95 && got[1] >= 0.98,
+        "recall@10 {got:?} (ef 64, 128)"
+    );
+    let codes = recall(512, &data, &queries, int8_only(), &[Some(128)])[0];
+    assert!(codes >= 0.97, "recall@10 {codes} (int8, ef 128)");
+}
+
+/// On int8 codes alone (beyond `f32_limit`) this set loses recall to quantisation: its neighbours
+/// are noisy copies of the same 200 embeddings, 64-d, whose scores differ by less than the codes'
+/// error. Measured 0.985 (f32) and 0.92 (int8); the int8 floor pinned here is what we have, not
+/// the 0.98 we want (BENCHMARKS.md).
+#[test]
+fn real_embeddings_with_noise() {
+    let base = demo_embeddings();
+    assert_eq!(base.len(), 200 * 64);
+    let (data, queries) = (
+        around(&base, 64, N, (0.2, 0.6), 2),
+        around(&base, 64, QUERIES, (0.2, 0.6), 3),
+    );
+    let f32_rows = recall(64, &data, &queries, Config::default(), &[None])[0];
+    let codes = recall(64, &data, &queries, int8_only(), &[None])[0];
+    assert!(
+        f32_rows >= 0.98 && codes >= 0.90,
+        "recall@10 {f32_rows} (f32), {codes} (int8)"
+    );
 }

@@ -64,6 +64,8 @@ mod worker {
         adding: Cell<bool>,
         /// A model import is running.
         importing: Cell<bool>,
+        /// `compact_in_background` is running.
+        compacting: Cell<bool>,
         /// A converted model that fell below the fidelity bound, waiting for Keep or Discard.
         pending: Option<(LocalModel, Converted)>,
     }
@@ -359,6 +361,8 @@ mod worker {
             }
             s.store = store;
         });
+        // A rebuilt index holds its rows exactly until the graph is built, step by step.
+        compact_in_background();
         post(&Event::Restored { count: items.len(), dropped_tail });
         for chunk in items.chunks(256) {
             send_items(chunk, true);
@@ -395,7 +399,8 @@ mod worker {
         }
     }
 
-    /// The saved index when it holds exactly `items`; else one built from them.
+    /// The saved index when it holds exactly `items`; else one with them all as fresh rows
+    /// (searched exactly; `compact_in_background` then builds the graph without blocking searches).
     async fn index_for(header: &Header, items: &[collection::Item]) -> Result<Index, String> {
         if !items.is_empty() {
             let (_, index_name) = file_names(header);
@@ -408,7 +413,6 @@ mod worker {
         for item in items {
             ix.insert(item.id, &item.embedding).map_err(|e| e.to_string())?;
         }
-        ix.compact_all();
         Ok(ix)
     }
 
@@ -742,6 +746,27 @@ mod worker {
         let _ = JsFuture::from(p).await;
     }
 
+    /// Moves fresh rows into the index's graph (and rebuilds it past its tombstone bound) one
+    /// bounded step at a time, yielding to the event loop between steps, so that a search that
+    /// arrives meanwhile waits for one step (a few tens of milliseconds at most), never for the
+    /// whole build. Saves the index when done. One runs at a time; later calls join it.
+    fn compact_in_background() {
+        if STATE.with(|s| s.borrow().compacting.replace(true)) {
+            return;
+        }
+        wasm_bindgen_futures::spawn_local(async {
+            loop {
+                let pending = STATE.with(|s| s.borrow_mut().index.as_mut().is_some_and(|ix| ix.compact().pending));
+                if !pending {
+                    break;
+                }
+                yield_now().await;
+            }
+            STATE.with(|s| s.borrow().compacting.set(false));
+            save_index().await;
+        });
+    }
+
     async fn read(file: &File) -> Result<Vec<u8>, String> {
         let buf = JsFuture::from(file.array_buffer()).await.map_err(js_err)?;
         Ok(Uint8Array::new(&buf).to_vec())
@@ -814,11 +839,7 @@ mod worker {
         }
         persist(&bytes);
         send_items(items, false);
-        STATE.with(|s| {
-            if let Some(ix) = s.borrow_mut().index.as_mut() {
-                ix.compact(); // bounded work: at most one graph build step
-            }
-        });
+        compact_in_background();
     }
 
     async fn add(files: Vec<File>, names: Vec<String>) -> Result<(), String> {
@@ -983,11 +1004,7 @@ mod worker {
             commit(&fresh);
             yield_now().await;
         }
-        STATE.with(|s| {
-            if let Some(ix) = s.borrow_mut().index.as_mut() {
-                ix.compact_all();
-            }
-        });
+        compact_in_background();
         save_index().await;
         post(&Event::Imported { name, added, duplicates });
         Ok(())

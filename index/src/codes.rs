@@ -1,0 +1,160 @@
+//! The graph's vectors as int8 codes: a quarter of the memory of f32 rows, so that a million
+//! 512-d vectors fit a browser tab.
+//!
+//! A row is stored as its residual from the graph's `mean` (fixed when the graph is first built),
+//! scaled into `[-127, 127]` by its own `scale`: `x ≈ mean + scale · code`. CLIP embeddings sit in a
+//! narrow cone, so the residual is much shorter than the vector and its codes keep more of what
+//! tells neighbours apart. Scores against an f32 query `q` are `q·mean + scale · (q·code)`; with
+//! `q·mean` computed once per query, one row costs one f32 × i8 dot product.
+//!
+//! The quantisation error of one coordinate is at most `scale / 2`, so a score is off by at most
+//! `scale / 2 · Σ|q_i|`; for unit 512-d CLIP-like rows that is of the order of 1e-3 (measured in
+//! the tests and BENCHMARKS.md).
+
+use crate::kernel::{dot, dot_i8};
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Codes {
+    pub dim: usize,
+    pub mean: Vec<f32>,
+    pub scales: Vec<f32>,
+    pub codes: Vec<i8>,
+}
+
+/// A query prepared for scoring against codes: the vector and its dot product with the mean.
+#[derive(Clone, Copy)]
+pub(crate) struct Query<'a> {
+    pub vector: &'a [f32],
+    pub offset: f32,
+}
+
+impl Codes {
+    pub fn new(mean: Vec<f32>) -> Self {
+        Self {
+            dim: mean.len(),
+            mean,
+            scales: Vec::new(),
+            codes: Vec::new(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// Room for `extra` more rows, growing by at least an eighth (not doubling: at a million rows
+    /// a doubled capacity would be half a gigabyte of nothing).
+    pub fn reserve(&mut self, extra: usize) {
+        grow(&mut self.scales, extra);
+        grow(&mut self.codes, extra * self.dim);
+    }
+
+    /// Appends `v` (a unit vector) and returns its row.
+    pub fn push(&mut self, v: &[f32]) -> usize {
+        debug_assert_eq!(v.len(), self.dim);
+        let max = v
+            .iter()
+            .zip(&self.mean)
+            .fold(0.0f32, |m, (x, mu)| m.max((x - mu).abs()));
+        let scale = max / 127.0;
+        let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        self.codes.extend(
+            v.iter()
+                .zip(&self.mean)
+                .map(|(x, mu)| ((x - mu) * inverse).round().clamp(-127.0, 127.0) as i8),
+        );
+        self.scales.push(scale);
+        self.scales.len() - 1
+    }
+
+    /// Appends row `row` of `other` as it is (same mean: the codes carry over exactly).
+    pub fn push_from(&mut self, other: &Codes, row: usize) -> usize {
+        debug_assert_eq!(self.mean, other.mean);
+        self.codes.extend_from_slice(other.code(row));
+        self.scales.push(other.scales[row]);
+        self.scales.len() - 1
+    }
+
+    pub fn code(&self, row: usize) -> &[i8] {
+        &self.codes[row * self.dim..][..self.dim]
+    }
+
+    pub fn query<'a>(&self, vector: &'a [f32]) -> Query<'a> {
+        Query {
+            vector,
+            offset: dot(vector, &self.mean),
+        }
+    }
+
+    /// The (approximate) dot product of the query with row `row`.
+    #[inline]
+    pub fn score(&self, q: Query<'_>, row: usize) -> f32 {
+        q.offset + self.scales[row] * dot_i8(q.vector, self.code(row))
+    }
+
+    /// Row `row` as f32: `mean + scale · code`.
+    pub fn decode(&self, row: usize, out: &mut [f32]) {
+        let scale = self.scales[row];
+        for ((o, mu), c) in out.iter_mut().zip(&self.mean).zip(self.code(row)) {
+            *o = mu + scale * *c as f32;
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.mean.capacity() * 4 + self.scales.capacity() * 4 + self.codes.capacity()
+    }
+}
+
+/// Makes room for `extra` more items, growing by at least an eighth of the length.
+pub(crate) fn grow<T>(v: &mut Vec<T>, extra: usize) {
+    if v.capacity() - v.len() < extra {
+        v.reserve_exact(extra.max(v.len() / 8));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::normalize;
+    use crate::synthetic::Clusters;
+
+    #[test]
+    fn scores_are_within_the_quantisation_bound() {
+        let dim = 512;
+        let mut data = Clusters::new(dim, 20, 3).sample(400, 4);
+        data.chunks_exact_mut(dim).for_each(|v| {
+            normalize(v);
+        });
+        let mut mean = vec![0.0f32; dim];
+        for v in data.chunks_exact(dim) {
+            mean.iter_mut().zip(v).for_each(|(m, x)| *m += x / 400.0);
+        }
+        let mut codes = Codes::new(mean);
+        for v in data.chunks_exact(dim) {
+            codes.push(v);
+        }
+        let mut worst: f32 = 0.0;
+        let mut decoded = vec![0.0; dim];
+        for (i, q) in data.chunks_exact(dim).step_by(7).enumerate() {
+            let query = codes.query(q);
+            for (row, v) in data.chunks_exact(dim).enumerate() {
+                let exact = dot(q, v);
+                let got = codes.score(query, row);
+                let bound = codes.scales[row] / 2.0 * q.iter().map(|x| x.abs()).sum::<f32>();
+                assert!(
+                    (got - exact).abs() <= bound + 1e-5,
+                    "query {i} row {row}: {got} vs {exact}"
+                );
+                worst = worst.max((got - exact).abs());
+            }
+            codes.decode(i, &mut decoded);
+            let err = decoded
+                .iter()
+                .zip(&data[i * dim..][..dim])
+                .map(|(a, b)| (a - b).abs());
+            assert!(err.fold(0.0, f32::max) <= codes.scales[i] / 2.0 + 1e-6);
+        }
+        assert!(worst < 2e-3, "worst score error {worst}");
+    }
+}
