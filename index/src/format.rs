@@ -4,7 +4,7 @@
 //! magic        8 bytes  "OBSCIDX\n"
 //! version      u32      FORMAT_VERSION
 //! dim          u32
-//! config       exact_limit u64, step_rows u64, max_dead_fraction f32, ef_construction u64,
+//! config       exact_limit u64, step_rows u64, step_work u64, max_dead_fraction f32, ef_construction u64,
 //!              ef_search u64, seed u64, f32_limit u64
 //! len          u64      live vectors
 //! fresh        rows u64, ids [u64; rows], vectors [f32; rows·dim]
@@ -49,6 +49,7 @@ impl Index {
         let c = &self.config;
         out.u64(c.exact_limit as u64);
         out.u64(c.step_rows as u64);
+        out.u64(c.step_work);
         out.f32s(&[c.max_dead_fraction]);
         for v in [
             c.ef_construction as u64,
@@ -107,6 +108,7 @@ impl Index {
             // `usize::MAX` (never build graphs) written by a 64-bit build stays "never" on wasm32.
             exact_limit: usize::try_from(r.u64()?).unwrap_or(usize::MAX),
             step_rows: r.usize()?,
+            step_work: r.u64()?,
             max_dead_fraction: r.f32()?,
             ef_construction: r.usize()?,
             ef_search: r.usize()?,

@@ -52,12 +52,15 @@ pub(crate) struct Graph {
     pub top: u8,
 }
 
-/// Reusable buffers of one builder.
+/// Reusable buffers of one builder, and a count of the work done with them.
 #[derive(Default)]
 pub(crate) struct Scratch {
     visited: Visited,
     decoded: Vec<f32>,
     base: Vec<f32>,
+    /// Vector operations (scores and decodes, `dim` multiply-adds each) done so far: what a
+    /// `compact` step is bounded by, whatever the data.
+    pub ops: std::cell::Cell<u64>,
 }
 
 /// A set of nodes as a bitmap, cleared word by word after use.
@@ -292,7 +295,13 @@ impl Graph {
             return;
         }
         let q = codes.query(v);
-        let score = |node: u32| codes.score(q, node as usize);
+        // Counted apart from `scratch` (lent out below) and added to it at the end.
+        let search_ops = std::cell::Cell::new(0u64);
+        let ops = &search_ops;
+        let score = |node: u32| {
+            ops.set(ops.get() + 1);
+            codes.score(q, node as usize)
+        };
         let mut entry = Scored::new(score(self.entry), self.entry as u64);
         for layer in (level + 1..=self.top).rev() {
             entry = self.greedy(&score, layer, entry);
@@ -309,7 +318,7 @@ impl Graph {
                 &|_| true,
             );
             let width = if layer == 0 { M0 } else { M };
-            let chosen = select(codes, &found, width, &mut scratch.decoded);
+            let chosen = select(codes, &found, width, &mut scratch.decoded, &scratch.ops);
             self.set_links(layer, node, chosen.iter().map(|c| c.key as u32));
             for c in &chosen {
                 self.link_back(
@@ -325,6 +334,7 @@ impl Graph {
         if level > self.top {
             (self.entry, self.top) = (node, level);
         }
+        scratch.ops.set(scratch.ops.get() + search_ops.get());
     }
 
     /// Adds `new` (scored against `node`) to `node`'s links on `layer`, shrinking a full list
@@ -358,7 +368,14 @@ impl Graph {
             .collect();
         candidates.push(new);
         candidates.sort_by(|a, b| b.cmp(a));
-        let chosen = select(codes, &candidates, width, &mut scratch.decoded);
+        scratch.ops.set(scratch.ops.get() + 1 + width as u64);
+        let chosen = select(
+            codes,
+            &candidates,
+            width,
+            &mut scratch.decoded,
+            &scratch.ops,
+        );
         scratch.base = base;
         self.set_links(layer, node, chosen.iter().map(|c| c.key as u32));
     }
@@ -443,6 +460,7 @@ fn select(
     candidates: &[Scored],
     width: usize,
     decoded: &mut Vec<f32>,
+    ops: &std::cell::Cell<u64>,
 ) -> Vec<Scored> {
     if candidates.len() <= width {
         return candidates.to_vec();
@@ -454,6 +472,7 @@ fn select(
             break;
         }
         codes.decode(c.key as usize, decoded);
+        ops.set(ops.get() + 2 + chosen.len() as u64);
         let q = codes.query(decoded);
         if chosen
             .iter()

@@ -79,6 +79,10 @@ pub struct Config {
     pub exact_limit: usize,
     /// Rows moved into (or rebuilt into) the graph per `compact` call: bounds its time.
     pub step_rows: usize,
+    /// A `compact` call also stops after the row during which its vector work passed this many
+    /// multiply-adds (dimension × scores and decodes), so that a call takes about as long on any
+    /// data (BENCHMARKS.md: the longest calls natively and in wasm).
+    pub step_work: u64,
     /// The graph is rebuilt from its live rows when more than this fraction are tombstones.
     pub max_dead_fraction: f32,
     /// `ef_construction` of graph insertions.
@@ -97,7 +101,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             exact_limit: 4096,
-            step_rows: 16,
+            step_rows: 64,
+            step_work: 30_000_000,
             max_dead_fraction: 0.25,
             ef_construction: 128,
             ef_search: 64,
@@ -110,8 +115,8 @@ impl Default for Config {
 impl Config {
     fn check(&self) -> Result<()> {
         let fail = |what: &str| Err(Error::Config(what.to_string()));
-        if self.step_rows == 0 {
-            return fail("step_rows must be at least 1");
+        if self.step_rows == 0 || self.step_work == 0 {
+            return fail("step_rows and step_work must be at least 1");
         }
         if !(0.0..1.0).contains(&self.max_dead_fraction) {
             return fail("max_dead_fraction must be in [0, 1)");
@@ -548,7 +553,7 @@ impl Index {
         0
     }
 
-    /// Moves up to `step_rows` of the newest fresh rows into the graph (made on first use, with
+    /// Moves up to `step_rows` of the newest fresh rows (fewer when `step_work` runs out) into the graph (made on first use, with
     /// the mean of the fresh rows as the centre of its codes).
     fn flush_step(&mut self) -> usize {
         let dim = self.dim;
@@ -565,22 +570,36 @@ impl Index {
             return 0;
         }
         graph.reserve(n, self.config.f32_limit);
-        let keep = self.fresh.ids.len() - n;
         let mut scratch = Scratch::default();
-        for i in keep..keep + n {
+        // The last `n` fresh rows, in the order they came; those the work budget leaves over
+        // close the gap (at most `step_rows` of them move down).
+        let start = self.fresh.ids.len() - n;
+        let mut moved = 0;
+        while moved < n && scratch.ops.get() * (dim as u64) < self.config.step_work {
+            let i = start + moved;
             let id = self.fresh.ids[i];
             let v = &self.fresh.vectors[i * dim..][..dim];
             graph.codes.push(v);
             let row = graph.link_last(id, v, &self.config, &mut scratch);
             self.locations.insert(id, Location::graph(row as usize));
+            moved += 1;
         }
+        for i in start + moved..start + n {
+            let id = self.fresh.ids[i];
+            self.fresh.ids[i - moved] = id;
+            self.fresh
+                .vectors
+                .copy_within(i * dim..(i + 1) * dim, (i - moved) * dim);
+            self.locations.insert(id, Location::fresh(i - moved));
+        }
+        let keep = self.fresh.ids.len() - moved;
         self.fresh.ids.truncate(keep);
         self.fresh.vectors.truncate(keep * dim);
         if self.fresh.ids.capacity() > 4 * keep.max(1024) {
             self.fresh.ids.shrink_to(keep.max(1024));
             self.fresh.vectors.shrink_to(keep.max(1024) * dim);
         }
-        n
+        moved
     }
 
     /// Moves up to `step_rows` rows of the graph into the one being rebuilt; swaps them when
@@ -595,7 +614,12 @@ impl Index {
         rebuild
             .into
             .reserve(end - rebuild.next, self.config.f32_limit);
+        let mut end = end;
         for row in rebuild.next..end {
+            if scratch.ops.get() * (self.dim as u64) >= self.config.step_work {
+                end = row;
+                break;
+            }
             if old.is_dead(row) {
                 rebuild.moved.push(NO_ROW);
                 continue;
