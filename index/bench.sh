@@ -21,7 +21,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 data=target/bench-data
 mkdir -p "$data"
-out=index/bench-results.md
+out=${BENCH_OUT:-index/bench-results.md}
 {
   echo "# index benchmark, $(date -u +%F), $(nproc) cores, Node $(node --version)"
   echo

@@ -18,7 +18,7 @@ pub(crate) struct Codes {
     pub dim: usize,
     pub mean: Vec<f32>,
     pub scales: Vec<f32>,
-    pub codes: Vec<i8>,
+    pub codes: Blocks<i8>,
 }
 
 /// A query prepared for scoring against codes: the vector and its dot product with the mean.
@@ -32,9 +32,9 @@ impl Codes {
     pub fn new(mean: Vec<f32>) -> Self {
         Self {
             dim: mean.len(),
+            codes: Blocks::new(mean.len()),
             mean,
             scales: Vec::new(),
-            codes: Vec::new(),
         }
     }
 
@@ -42,11 +42,9 @@ impl Codes {
         self.scales.len()
     }
 
-    /// Room for `extra` more rows, growing by at least an eighth (not doubling: at a million rows
-    /// a doubled capacity would be half a gigabyte of nothing).
+    /// Room for `extra` more rows' scales (the codes grow block by block, see [`Blocks`]).
     pub fn reserve(&mut self, extra: usize) {
         grow(&mut self.scales, extra);
-        grow(&mut self.codes, extra * self.dim);
     }
 
     /// Appends `v` (a unit vector) and returns its row.
@@ -58,7 +56,7 @@ impl Codes {
             .fold(0.0f32, |m, (x, mu)| m.max((x - mu).abs()));
         let scale = max / 127.0;
         let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        self.codes.extend(
+        self.codes.push(
             v.iter()
                 .zip(&self.mean)
                 .map(|(x, mu)| ((x - mu) * inverse).round().clamp(-127.0, 127.0) as i8),
@@ -70,13 +68,13 @@ impl Codes {
     /// Appends row `row` of `other` as it is (same mean: the codes carry over exactly).
     pub fn push_from(&mut self, other: &Codes, row: usize) -> usize {
         debug_assert_eq!(self.mean, other.mean);
-        self.codes.extend_from_slice(other.code(row));
+        self.codes.push(other.code(row).iter().copied());
         self.scales.push(other.scales[row]);
         self.scales.len() - 1
     }
 
     pub fn code(&self, row: usize) -> &[i8] {
-        &self.codes[row * self.dim..][..self.dim]
+        self.codes.row(row)
     }
 
     pub fn query<'a>(&self, vector: &'a [f32]) -> Query<'a> {
@@ -102,7 +100,80 @@ impl Codes {
 
     /// Heap bytes held.
     pub fn bytes(&self) -> usize {
-        self.mean.capacity() * 4 + self.scales.capacity() * 4 + self.codes.capacity()
+        self.mean.capacity() * 4 + self.scales.capacity() * 4 + self.codes.bytes()
+    }
+}
+
+/// Rows of `width` items, kept in blocks of [`BLOCK_ROWS`] rows: growing never copies what is
+/// there (no doubling, no moment with two copies of a 600 MB array) and leaves at most one
+/// block's worth of unused capacity.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Blocks<T> {
+    width: usize,
+    rows: usize,
+    blocks: Vec<Vec<T>>,
+}
+
+pub(crate) const BLOCK_ROWS: usize = 1 << 14;
+
+impl<T: Copy> Blocks<T> {
+    pub fn new(width: usize) -> Self {
+        Self {
+            width,
+            rows: 0,
+            blocks: Vec::new(),
+        }
+    }
+
+    /// Rows from one flat array of `width`-item rows.
+    pub fn from_flat(flat: &[T], width: usize) -> Self {
+        let mut blocks = Self::new(width);
+        for row in flat.chunks_exact(width) {
+            blocks.push(row.iter().copied());
+        }
+        blocks
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    #[inline]
+    pub fn row(&self, row: usize) -> &[T] {
+        &self.blocks[row / BLOCK_ROWS][(row % BLOCK_ROWS) * self.width..][..self.width]
+    }
+
+    #[inline]
+    pub fn row_mut(&mut self, row: usize) -> &mut [T] {
+        &mut self.blocks[row / BLOCK_ROWS][(row % BLOCK_ROWS) * self.width..][..self.width]
+    }
+
+    /// Appends a row of exactly `width` items.
+    pub fn push(&mut self, row: impl IntoIterator<Item = T>) {
+        if self.rows.is_multiple_of(BLOCK_ROWS) {
+            self.blocks.push(Vec::new());
+        }
+        let block = self.blocks.last_mut().expect("a block");
+        if block.capacity() == block.len() {
+            // Doubling within a block (small collections stay small), never past it.
+            let full = BLOCK_ROWS * self.width;
+            block.reserve_exact(block.len().max(64 * self.width).min(full - block.len()));
+        }
+        let before = block.len();
+        block.extend(row);
+        debug_assert_eq!(block.len() - before, self.width);
+        self.rows += 1;
+    }
+
+    /// Every item, row after row.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.blocks.iter().flatten()
+    }
+
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.blocks.iter().map(|b| b.capacity()).sum::<usize>() * std::mem::size_of::<T>()
+            + self.blocks.capacity() * std::mem::size_of::<Vec<T>>()
     }
 }
 

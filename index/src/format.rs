@@ -260,7 +260,7 @@ impl Writer {
         if let Some(exact) = &s.exact {
             self.f32s(exact);
         }
-        self.u32s(&s.graph.zero);
+        s.graph.zero.iter().for_each(|&v| self.u32(v));
         self.u32(s.graph.entry);
         self.0.push(s.graph.top);
         self.u64(s.graph.upper.len() as u64);
@@ -386,7 +386,7 @@ impl<'a> Reader<'a> {
             true => Some(self.vectors(rows, dim)?),
             false => None,
         };
-        let zero = self.u32s(rows * M0)?;
+        let zero = crate::codes::Blocks::from_flat(&self.u32s(rows * M0)?, M0);
         let entry = self.u32()?;
         let top = self.take(1)?[0];
         let uppers = self.count(9)?;
@@ -427,7 +427,7 @@ impl<'a> Reader<'a> {
         let dead_count = dead.iter().map(|w| w.count_ones() as usize).sum();
         let mut codes_of = Codes::new(mean);
         codes_of.scales = scales;
-        codes_of.codes = codes;
+        codes_of.codes = crate::codes::Blocks::from_flat(&codes, dim);
         Ok(Segment {
             ids,
             codes: codes_of,
@@ -557,7 +557,7 @@ mod tests {
             assert!(err.to_string().contains(want), "{err} (wanted {want})");
         };
         let mut bad = index.clone();
-        bad.graph.as_mut().unwrap().graph.zero[0] = 1_000_000;
+        bad.graph.as_mut().unwrap().graph.zero.row_mut(0)[0] = 1_000_000;
         refused(&bad, "beyond");
 
         let mut bad = index.clone();

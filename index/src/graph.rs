@@ -19,7 +19,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::codes::{Codes, grow};
+use crate::codes::{Blocks, Codes};
 use crate::topk::Scored;
 
 /// Link slots per node on the upper layers (HNSW's `M`).
@@ -40,10 +40,10 @@ pub(crate) struct Upper {
     pub level: u8,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Graph {
     /// Layer 0: `M0` slots per node.
-    pub zero: Vec<u32>,
+    pub zero: Blocks<u32>,
     /// The nodes of level ≥ 1, in increasing node order (nodes are appended in order).
     pub upper: Vec<Upper>,
     pub upper_links: Vec<u32>,
@@ -115,14 +115,21 @@ pub(crate) fn level_of(seed: u64, row: usize) -> u8 {
     level
 }
 
+impl Default for Graph {
+    fn default() -> Self {
+        Self {
+            zero: Blocks::new(M0),
+            upper: Vec::new(),
+            upper_links: Vec::new(),
+            entry: 0,
+            top: 0,
+        }
+    }
+}
+
 impl Graph {
     pub fn nodes(&self) -> usize {
-        self.zero.len() / M0
-    }
-
-    /// Room for `extra` more nodes (grown by an eighth at least, see `codes::grow`).
-    pub fn reserve(&mut self, extra: usize) {
-        grow(&mut self.zero, extra * M0);
+        self.zero.rows()
     }
 
     fn upper_of(&self, node: u32) -> Option<&Upper> {
@@ -136,38 +143,40 @@ impl Graph {
         self.upper_of(node).map_or(0, |u| u.level)
     }
 
-    /// Where the link slots of `node` on `layer` start and how many there are.
-    fn slot_range(&self, layer: u8, node: u32) -> (usize, usize) {
+    /// Where the link slots of `node` on upper layer `layer` start in `upper_links`.
+    fn upper_start(&self, layer: u8, node: u32) -> usize {
+        let u = self.upper_of(node).expect("a node on an upper layer");
+        debug_assert!(layer >= 1 && layer <= u.level);
+        u.offset as usize + (layer as usize - 1) * M
+    }
+
+    /// The link slots of `node` on `layer`.
+    fn slots(&self, layer: u8, node: u32) -> &[u32] {
         if layer == 0 {
-            (node as usize * M0, M0)
+            self.zero.row(node as usize)
         } else {
-            let u = self.upper_of(node).expect("a node on an upper layer");
-            debug_assert!(layer <= u.level);
-            (u.offset as usize + (layer as usize - 1) * M, M)
+            &self.upper_links[self.upper_start(layer, node)..][..M]
+        }
+    }
+
+    fn slots_mut(&mut self, layer: u8, node: u32) -> &mut [u32] {
+        if layer == 0 {
+            self.zero.row_mut(node as usize)
+        } else {
+            let start = self.upper_start(layer, node);
+            &mut self.upper_links[start..][..M]
         }
     }
 
     fn links(&self, layer: u8, node: u32) -> impl Iterator<Item = u32> + '_ {
-        let (start, width) = self.slot_range(layer, node);
-        let slots = if layer == 0 {
-            &self.zero
-        } else {
-            &self.upper_links
-        };
-        slots[start..start + width]
+        self.slots(layer, node)
             .iter()
             .copied()
             .take_while(|&link| link != NO_LINK)
     }
 
     fn set_links(&mut self, layer: u8, node: u32, links: impl Iterator<Item = u32>) {
-        let (start, width) = self.slot_range(layer, node);
-        let slots = if layer == 0 {
-            &mut self.zero
-        } else {
-            &mut self.upper_links
-        };
-        let slots = &mut slots[start..start + width];
+        let slots = self.slots_mut(layer, node);
         slots.fill(NO_LINK);
         for (slot, link) in slots.iter_mut().zip(links) {
             *slot = link;
@@ -279,7 +288,7 @@ impl Graph {
     ) {
         let node = self.nodes() as u32;
         debug_assert!((node as usize) < codes.rows());
-        self.zero.extend(std::iter::repeat_n(NO_LINK, M0));
+        self.zero.push(std::iter::repeat_n(NO_LINK, M0));
         if level > 0 {
             let offset = self.upper_links.len() as u32;
             self.upper.push(Upper {
@@ -347,13 +356,8 @@ impl Graph {
         layer: u8,
         scratch: &mut Scratch,
     ) {
-        let (start, width) = self.slot_range(layer, node);
-        let slots = if layer == 0 {
-            &mut self.zero
-        } else {
-            &mut self.upper_links
-        };
-        let slots = &mut slots[start..start + width];
+        let slots = self.slots_mut(layer, node);
+        let width = slots.len();
         if let Some(free) = slots.iter_mut().find(|s| **s == NO_LINK) {
             *free = new.key as u32;
             return;
@@ -383,8 +387,8 @@ impl Graph {
     /// Checks every link of a graph over `n` nodes (a graph read from bytes must never send a
     /// search out of bounds or to a node that is not on the layer).
     pub fn validate(&self, n: usize) -> Result<(), String> {
-        if self.zero.len() != n * M0 {
-            return Err(format!("{} layer-0 slots for {n} nodes", self.zero.len()));
+        if self.zero.rows() != n {
+            return Err(format!("{} layer-0 nodes, {n} expected", self.zero.rows()));
         }
         let mut offset = 0usize;
         let mut top = 0;
@@ -421,13 +425,7 @@ impl Graph {
         }
         for node in 0..n as u32 {
             for layer in 0..=self.level(node) {
-                let (start, width) = self.slot_range(layer, node);
-                let slots = if layer == 0 {
-                    &self.zero
-                } else {
-                    &self.upper_links
-                };
-                let slots = &slots[start..start + width];
+                let slots = self.slots(layer, node);
                 let valid = slots.iter().take_while(|&&link| link != NO_LINK).count();
                 if slots[valid..].iter().any(|&link| link != NO_LINK) {
                     return Err(format!(
@@ -446,7 +444,7 @@ impl Graph {
 
     /// Heap bytes held by the links.
     pub fn bytes(&self) -> usize {
-        self.zero.capacity() * 4
+        self.zero.bytes()
             + self.upper.capacity() * std::mem::size_of::<Upper>()
             + self.upper_links.capacity() * 4
     }
@@ -546,17 +544,22 @@ mod tests {
         let (_, graph, _) = build(300, 8, 2);
         assert!(graph.validate(299).is_err());
         let mut bad = graph.clone();
-        let gap = (0..bad.zero.len())
-            .find(|&p| bad.zero[p] == NO_LINK && p % M0 != M0 - 1)
+        let (node, gap) = (0..300)
+            .find_map(|n| {
+                bad.zero.row(n)[..M0 - 1]
+                    .iter()
+                    .position(|&l| l == NO_LINK)
+                    .map(|p| (n, p))
+            })
             .unwrap();
-        bad.zero[gap + 1] = 0;
+        bad.zero.row_mut(node)[gap + 1] = 0;
         assert!(
             bad.validate(300)
                 .unwrap_err()
                 .contains("after an empty slot")
         );
         let mut bad = graph.clone();
-        bad.zero[0] = 300;
+        bad.zero.row_mut(0)[0] = 300;
         assert!(bad.validate(300).unwrap_err().contains("beyond"));
         let mut bad = graph.clone();
         let flat = (0..300u32).find(|&n| bad.level(n) == 0).unwrap();

@@ -219,7 +219,6 @@ impl Segment {
         }
         grow(&mut self.ids, extra);
         self.codes.reserve(extra);
-        self.graph.reserve(extra);
     }
 
     /// Appends the row whose code is already the last of `codes` and whose vector is `v`.
