@@ -38,10 +38,6 @@ impl Codes {
         }
     }
 
-    pub fn rows(&self) -> usize {
-        self.scales.len()
-    }
-
     /// Room for `extra` more rows' scales (the codes grow block by block, see [`Blocks`]).
     pub fn reserve(&mut self, extra: usize) {
         grow(&mut self.scales, extra);
@@ -101,6 +97,49 @@ impl Codes {
     /// Heap bytes held.
     pub fn bytes(&self) -> usize {
         self.mean.capacity() * 4 + self.scales.capacity() * 4 + self.codes.bytes()
+    }
+}
+
+/// The vectors a graph is built over: its int8 codes or, while the segment keeps them, its
+/// exact f32 rows (`dim` wide), so that graphs up to `Config::f32_limit` are built on exact
+/// distances, as hnswlib's and faiss's are.
+#[derive(Clone, Copy)]
+pub(crate) enum Rows<'a> {
+    Codes(&'a Codes),
+    Exact(&'a [f32], usize),
+}
+
+impl Rows<'_> {
+    pub fn dim(&self) -> usize {
+        match self {
+            Rows::Codes(c) => c.dim,
+            Rows::Exact(_, dim) => *dim,
+        }
+    }
+
+    pub fn query<'q>(&self, vector: &'q [f32]) -> Query<'q> {
+        match self {
+            Rows::Codes(c) => c.query(vector),
+            Rows::Exact(..) => Query {
+                vector,
+                offset: 0.0,
+            },
+        }
+    }
+
+    #[inline]
+    pub fn score(&self, q: Query<'_>, row: usize) -> f32 {
+        match self {
+            Rows::Codes(c) => c.score(q, row),
+            Rows::Exact(rows, dim) => dot(q.vector, &rows[row * dim..][..*dim]),
+        }
+    }
+
+    pub fn decode(&self, row: usize, out: &mut [f32]) {
+        match self {
+            Rows::Codes(c) => c.decode(row, out),
+            Rows::Exact(rows, dim) => out.copy_from_slice(&rows[row * dim..][..*dim]),
+        }
     }
 }
 

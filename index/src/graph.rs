@@ -19,7 +19,9 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use crate::codes::{Blocks, Codes};
+#[cfg(test)]
+use crate::codes::Codes;
+use crate::codes::{Blocks, Rows};
 use crate::topk::Scored;
 
 /// Link slots per node on the upper layers (HNSW's `M`).
@@ -280,14 +282,14 @@ impl Graph {
     /// vector is `v`, at `level`, linking it with `ef_construction` candidates per layer.
     pub fn insert(
         &mut self,
-        codes: &Codes,
+        codes: Rows<'_>,
         v: &[f32],
         level: u8,
         ef_construction: usize,
         scratch: &mut Scratch,
     ) {
         let node = self.nodes() as u32;
-        debug_assert!((node as usize) < codes.rows());
+
         self.zero.push(std::iter::repeat_n(NO_LINK, M0));
         if level > 0 {
             let offset = self.upper_links.len() as u32;
@@ -350,7 +352,7 @@ impl Graph {
     /// with the heuristic.
     fn link_back(
         &mut self,
-        codes: &Codes,
+        codes: Rows<'_>,
         node: u32,
         new: Scored,
         layer: u8,
@@ -363,7 +365,7 @@ impl Graph {
             return;
         }
         let mut base = std::mem::take(&mut scratch.base);
-        base.resize(codes.dim, 0.0);
+        base.resize(codes.dim(), 0.0);
         codes.decode(node as usize, &mut base);
         let q = codes.query(&base);
         let mut candidates: Vec<Scored> = slots
@@ -454,7 +456,7 @@ impl Graph {
 /// a candidate only if it is more similar to the base than to every candidate kept so far; at most
 /// `width`.
 fn select(
-    codes: &Codes,
+    codes: Rows<'_>,
     candidates: &[Scored],
     width: usize,
     decoded: &mut Vec<f32>,
@@ -463,7 +465,7 @@ fn select(
     if candidates.len() <= width {
         return candidates.to_vec();
     }
-    decoded.resize(codes.dim, 0.0);
+    decoded.resize(codes.dim(), 0.0);
     let mut chosen: Vec<Scored> = Vec::with_capacity(width);
     for &c in candidates {
         if chosen.len() == width {
@@ -498,7 +500,13 @@ mod tests {
         let mut scratch = Scratch::default();
         for (row, v) in data.chunks_exact(dim).enumerate() {
             codes.push(v);
-            graph.insert(&codes, v, level_of(seed, row), 40, &mut scratch);
+            graph.insert(
+                Rows::Codes(&codes),
+                v,
+                level_of(seed, row),
+                40,
+                &mut scratch,
+            );
         }
         (codes, graph, data)
     }

@@ -105,7 +105,7 @@ impl Default for Config {
             step_work: 30_000_000,
             max_dead_fraction: 0.25,
             ef_construction: 128,
-            ef_search: 64,
+            ef_search: 96,
             seed: 0x0b5c_0a1d,
             f32_limit: 100_000,
         }
@@ -232,8 +232,12 @@ impl Segment {
             self.dead.push(0);
         }
         let level = graph::level_of(config.seed, row);
+        let rows = match &self.exact {
+            Some(exact) => codes::Rows::Exact(exact, self.codes.dim),
+            None => codes::Rows::Codes(&self.codes),
+        };
         self.graph
-            .insert(&self.codes, v, level, config.ef_construction, scratch);
+            .insert(rows, v, level, config.ef_construction, scratch);
         row as u32
     }
 

@@ -60,7 +60,8 @@ fn recall(
         .chunks_exact(dim)
         .map(|q| exact.search(q, K).unwrap())
         .collect();
-    efs.iter()
+    let got: Vec<f64> = efs
+        .iter()
         .map(|ef| {
             let mut found = 0;
             for (query, truth) in queries.chunks_exact(dim).zip(&truth) {
@@ -75,7 +76,9 @@ fn recall(
             }
             found as f64 / (truth.len() * K) as f64
         })
-        .collect()
+        .collect();
+    eprintln!("recall@10 at ef {efs:?}: {got:?}");
+    got
 }
 
 fn int8_only() -> Config {
@@ -97,17 +100,17 @@ fn mixture() {
     );
 }
 
-/// The hardest of the synthetic sets for any HNSW: hnswlib (M 16, efC 200) reaches 0.978 at
-/// ef 64 and 0.989 at ef 128 on it; we 0.966 and 0.983 (BENCHMARKS.md). The default `ef` does not
-/// reach 0.98 here: that is what this test pins, along with `ef` 128 doing so.
+/// A hard set for any HNSW: at 100k, hnswlib (M 16, efC 200) reaches 0.953 at ef 64 and 0.988
+/// at ef 128, faiss HNSWFlat 0.982 and 0.987, we 0.973, 0.980 (ef 96, the default) and 0.983
+/// (BENCHMARKS.md). Here, at 20k, measured 0.978 at the default and 0.987 at ef 128.
 #[test]
 fn many_small_uneven_overlapping_clusters() {
     let d = Distribution::Uneven;
     let (data, queries) = (d.sample(512, N, 1, 2), d.sample(512, QUERIES, 1, 3));
     let got = recall(512, &data, &queries, Config::default(), &[None, Some(128)]);
     assert!(
-        got[0] >= 0.95 && got[1] >= 0.98,
-        "recall@10 {got:?} (ef 64, 128)"
+        got[0] >= 0.97 && got[1] >= 0.98,
+        "recall@10 {got:?} (default ef, 128)"
     );
     let codes = recall(512, &data, &queries, int8_only(), &[Some(128)])[0];
     assert!(codes >= 0.97, "recall@10 {codes} (int8, ef 128)");
@@ -115,8 +118,9 @@ fn many_small_uneven_overlapping_clusters() {
 
 /// On int8 codes alone (beyond `f32_limit`) this set loses recall to quantisation: its neighbours
 /// are noisy copies of the same 200 embeddings, 64-d, whose scores differ by less than the codes'
-/// error. Measured 0.985 (f32) and 0.92 (int8); the int8 floor pinned here is what we have, not
-/// the 0.98 we want (BENCHMARKS.md).
+/// error. Measured 0.992 (f32) and 0.92 (int8) here; at 100k (f32) 0.936, where hnswlib has 0.914
+/// at ef 64 and faiss HNSW-SQ8 0.837. The int8 floor pinned here is what we have, not the 0.98 we
+/// want (BENCHMARKS.md).
 #[test]
 fn real_embeddings_with_noise() {
     let base = demo_embeddings();
