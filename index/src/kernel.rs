@@ -9,47 +9,34 @@ const LANES: usize = 16;
 /// `Σ a[i]·b[i]`. The slices must have equal lengths.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let (a_chunks, a_tail) = a.as_chunks::<LANES>();
-    let (b_chunks, b_tail) = b.as_chunks::<LANES>();
-    let mut acc = [0.0f32; LANES];
-    for (x, y) in a_chunks.iter().zip(b_chunks) {
-        for i in 0..LANES {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut tail = 0.0;
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        tail += x * y;
-    }
-    // Pairwise reduction: 8 + 4 + 2 + 1 vector adds.
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            acc[i] += acc[i + width];
-        }
-        width /= 2;
-    }
-    acc[0] + tail
+    dot_with(a, b)
 }
 
-/// `Σ a[i]·b[i]` for int8 codes `b`: the same 16 lanes and the same order of additions as
-/// [`dot`], so the result is bit-identical natively and in wasm.
+/// `Σ a[i]·b[i]` for int8 codes `b`: the same lanes and order of additions as [`dot`].
 #[inline]
 pub fn dot_i8(a: &[f32], b: &[i8]) -> f32 {
+    dot_with(a, b)
+}
+
+/// The one loop behind both: `b`'s items widened to f32 (exactly, for i8), multiplied and added
+/// in 16 lanes. Nothing here depends on the platform's vector width, so a result is the same
+/// bits natively and in wasm.
+#[inline(always)]
+fn dot_with<T: Copy + Into<f32>>(a: &[f32], b: &[T]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let (a_chunks, a_tail) = a.as_chunks::<LANES>();
     let (b_chunks, b_tail) = b.as_chunks::<LANES>();
     let mut acc = [0.0f32; LANES];
     for (x, y) in a_chunks.iter().zip(b_chunks) {
         for i in 0..LANES {
-            acc[i] += x[i] * y[i] as f32;
+            acc[i] += x[i] * y[i].into();
         }
     }
     let mut tail = 0.0;
     for (x, y) in a_tail.iter().zip(b_tail) {
-        tail += x * *y as f32;
+        tail += x * (*y).into();
     }
+    // Pairwise reduction: 8 + 4 + 2 + 1 vector adds.
     let mut width = LANES / 2;
     while width > 0 {
         for i in 0..width {

@@ -176,17 +176,22 @@ fn exact_index_equals_brute_force() {
     }
 }
 
-#[test]
-fn index_with_a_graph_keeps_recall() {
-    // Small steps and a low tombstone bound, so that rebuilds start and run between operations.
-    let config = Config {
+/// Small steps and a low tombstone bound, so that rebuilds start and run between operations.
+fn graph_config(f32_limit: usize) -> Config {
+    Config {
         exact_limit: 60,
         step_rows: 24,
         max_dead_fraction: 0.2,
         ef_construction: 32,
         ef_search: 32,
+        f32_limit,
         ..Config::default()
-    };
+    }
+}
+
+#[test]
+fn index_with_a_graph_keeps_recall() {
+    let config = graph_config(Config::default().f32_limit);
     let mut total = 0.0;
     let seeds = 6;
     for seed in 100..100 + seeds {
@@ -202,15 +207,7 @@ fn index_with_a_graph_keeps_recall() {
 /// quantisation bound of 24-d codes.
 #[test]
 fn index_on_int8_codes_keeps_recall() {
-    let config = Config {
-        exact_limit: 60,
-        step_rows: 24,
-        max_dead_fraction: 0.2,
-        ef_construction: 32,
-        ef_search: 32,
-        f32_limit: 0,
-        ..Config::default()
-    };
+    let config = graph_config(0);
     let mut total = 0.0;
     let seeds = 6;
     for seed in 200..200 + seeds {
