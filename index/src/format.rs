@@ -191,6 +191,9 @@ fn check_rebuild(old: &Segment, rebuild: &Rebuild) -> Result<()> {
     if rebuild.next > old.rows() || rebuild.next == old.rows() {
         return bad(format!("{} of {} rows moved", rebuild.next, old.rows()));
     }
+    if rebuild.into.exact.is_some() != old.exact.is_some() {
+        return bad("the f32 rows are kept in one graph and not the other".into());
+    }
     if rebuild.into.codes.mean != old.codes.mean {
         return bad("the mean differs from the graph's".into());
     }
@@ -209,8 +212,7 @@ fn check_rebuild(old: &Segment, rebuild: &Rebuild) -> Result<()> {
         fn exact(s: &Segment, row: usize, dim: usize) -> Option<&[f32]> {
             s.exact.as_ref().map(|e| &e[row * dim..][..dim])
         }
-        let exact_same = rebuild.into.exact.is_none()
-            || exact(old, row, dim) == exact(&rebuild.into, new_row, dim);
+        let exact_same = exact(old, row, dim) == exact(&rebuild.into, new_row, dim);
         let same = old.ids[row] == rebuild.into.ids[new_row]
             && old.codes.code(row) == rebuild.into.codes.code(new_row)
             && exact_same
@@ -477,9 +479,13 @@ mod tests {
 
     /// Fresh rows, a graph with tombstones, and (with `rebuilding`) a rebuild half done.
     fn sample_index(rebuilding: bool) -> Index {
+        sample_index_with(rebuilding, config())
+    }
+
+    fn sample_index_with(rebuilding: bool, config: Config) -> Index {
         let dim = 6;
         let data = Clusters::new(dim, 3, 9).sample(150, 1);
-        let mut index = Index::with_config(dim, config()).unwrap();
+        let mut index = Index::with_config(dim, config).unwrap();
         for (i, v) in data.chunks_exact(dim).enumerate() {
             index.insert(i as u64 * 3, v).unwrap();
         }
@@ -512,6 +518,17 @@ mod tests {
             assert_eq!(back, index);
             assert_eq!(back.to_bytes(), bytes);
         }
+        // A graph past `f32_limit` (codes only), saved in the middle of its rebuild.
+        let index = sample_index_with(
+            true,
+            Config {
+                f32_limit: 60,
+                ..config()
+            },
+        );
+        let graph = index.graph.as_ref().unwrap();
+        assert!(graph.exact.is_none() && index.rebuild.as_ref().unwrap().into.exact.is_none());
+        assert_eq!(Index::from_bytes(&index.to_bytes()).unwrap(), index);
         let empty = Index::new(4).unwrap();
         assert_eq!(Index::from_bytes(&empty.to_bytes()).unwrap(), empty);
     }

@@ -368,10 +368,10 @@ impl Index {
     /// normalised: scores are cosine similarities.
     pub fn insert(&mut self, id: u64, vector: &[f32]) -> Result<()> {
         let unit = self.unit(vector)?;
-        self.remove(id);
         if self.fresh.ids.len() >= MAX_ROWS {
             return Err(Error::Full);
         }
+        self.remove(id);
         let row = self.fresh.ids.len();
         self.fresh.ids.push(id);
         self.fresh.vectors.extend_from_slice(&unit);
@@ -526,9 +526,13 @@ impl Index {
     }
 
     fn pending(&self) -> bool {
-        self.rebuild.is_some()
-            || self.too_dead()
-            || (self.len() > self.config.exact_limit && !self.fresh.ids.is_empty())
+        self.rebuild.is_some() || self.too_dead() || self.flush_due()
+    }
+
+    /// Fresh rows should move into the graph (and there is room for them).
+    fn flush_due(&self) -> bool {
+        let room = self.graph.as_ref().is_none_or(|g| g.rows() < MAX_ROWS);
+        room && self.len() > self.config.exact_limit && !self.fresh.ids.is_empty()
     }
 
     /// One step: rebuilding first, then moving fresh rows into the graph.
@@ -542,7 +546,11 @@ impl Index {
                 self.dissolve();
                 return 0;
             }
-            let into = Segment::new(graph.codes.mean.clone());
+            let mut into = Segment::new(graph.codes.mean.clone());
+            // Rows whose f32 values are gone stay codes: decoded values are not exact.
+            if graph.exact.is_none() {
+                into.exact = None;
+            }
             self.rebuild = Some(Rebuild {
                 into,
                 next: 0,
@@ -550,14 +558,14 @@ impl Index {
             });
             return self.rebuild_step();
         }
-        if self.len() > self.config.exact_limit && !self.fresh.ids.is_empty() {
+        if self.flush_due() {
             return self.flush_step();
         }
         0
     }
 
-    /// Moves up to `step_rows` of the newest fresh rows (fewer when `step_work` runs out) into the graph (made on first use, with
-    /// the mean of the fresh rows as the centre of its codes).
+    /// Moves up to `step_rows` of the newest fresh rows (fewer when `step_work` runs out) into
+    /// the graph, made on first use with the mean of the fresh rows as the centre of its codes.
     fn flush_step(&mut self) -> usize {
         let dim = self.dim;
         let graph = self.graph.get_or_insert_with(|| {
@@ -568,10 +576,12 @@ impl Index {
             }
             Segment::new(mean.iter().map(|m| (m / rows as f64) as f32).collect())
         });
-        let n = self.fresh.ids.len().min(self.config.step_rows);
-        if graph.rows() + n > MAX_ROWS {
-            return 0;
-        }
+        let n = self
+            .fresh
+            .ids
+            .len()
+            .min(self.config.step_rows)
+            .min(MAX_ROWS - graph.rows());
         graph.reserve(n, self.config.f32_limit);
         let mut scratch = Scratch::default();
         // The last `n` fresh rows, in the order they came; those the work budget leaves over

@@ -749,7 +749,8 @@ mod worker {
     /// Moves fresh rows into the index's graph (and rebuilds it past its tombstone bound) one
     /// bounded step at a time, yielding to the event loop between steps, so that a search that
     /// arrives meanwhile waits for one step (a few tens of milliseconds at most), never for the
-    /// whole build. Saves the index when done. One runs at a time; later calls join it.
+    /// whole build. One runs at a time; later calls join it. (The index is saved where it was
+    /// before: after an add or an import, pending work and all; a restored index resumes it.)
     fn compact_in_background() {
         if STATE.with(|s| s.borrow().compacting.replace(true)) {
             return;
@@ -763,7 +764,6 @@ mod worker {
                 yield_now().await;
             }
             STATE.with(|s| s.borrow().compacting.set(false));
-            save_index().await;
         });
     }
 
