@@ -70,7 +70,7 @@ impl Index {
         out.0.push(self.rebuild.is_some() as u8);
         if let Some(rebuild) = &self.rebuild {
             out.segment(&rebuild.into);
-            out.u64(rebuild.next as u64);
+            out.u64(rebuild.moved.len() as u64);
             out.u32s(&rebuild.moved);
         }
         let checksum = crc32fast::hash(&out.0);
@@ -145,7 +145,7 @@ impl Index {
                     .map_err(|e| corrupt(format!("rebuild: {e}")))?;
                 let next = r.count(4)?;
                 let moved = r.u32s(next)?;
-                Some(Rebuild { into, next, moved })
+                Some(Rebuild { into, moved })
             }
         };
         if let Some(rebuild) = &rebuild {
@@ -184,12 +184,12 @@ impl Index {
     }
 }
 
-/// A rebuild moved old rows `0..next` in order, each live one to the next row of `into`, and
+/// A rebuild moved old rows `0..next()` in order, each live one to the next row of `into`, and
 /// `into` holds exactly those rows, with the same ids, codes and tombstones.
 fn check_rebuild(old: &Segment, rebuild: &Rebuild) -> Result<()> {
     let bad = |what: String| Err(corrupt(format!("rebuild: {what}")));
-    if rebuild.next > old.rows() || rebuild.next == old.rows() {
-        return bad(format!("{} of {} rows moved", rebuild.next, old.rows()));
+    if rebuild.next() >= old.rows() {
+        return bad(format!("{} of {} rows moved", rebuild.next(), old.rows()));
     }
     if rebuild.into.exact.is_some() != old.exact.is_some() {
         return bad("the f32 rows are kept in one graph and not the other".into());

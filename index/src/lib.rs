@@ -276,13 +276,19 @@ impl Segment {
     }
 }
 
-/// A graph being rebuilt from the live rows of the current one: rows `0..next` of the current
-/// graph have been moved, row `r` to row `moved[r]` of `into` (`NO_ROW` if it was dead).
+/// A graph being rebuilt from the live rows of the current one: rows `0..moved.len()` of the
+/// current graph have been moved, row `r` to row `moved[r]` of `into` (`NO_ROW` if it was dead).
 #[derive(Clone, Debug, PartialEq)]
 struct Rebuild {
     into: Segment,
-    next: usize,
     moved: Vec<u32>,
+}
+
+impl Rebuild {
+    /// The first row of the current graph not yet moved.
+    fn next(&self) -> usize {
+        self.moved.len()
+    }
 }
 
 const NO_ROW: u32 = u32::MAX;
@@ -402,7 +408,7 @@ impl Index {
                 .expect("graph rows are in the graph")
                 .kill(row);
             if let Some(rebuild) = &mut self.rebuild
-                && row < rebuild.next
+                && row < rebuild.next()
             {
                 rebuild.into.kill(rebuild.moved[row] as usize);
             }
@@ -432,7 +438,7 @@ impl Index {
             top.push(Scored::new(kernel::dot(&query, row), *id));
         }
         let ef = ef.max(k);
-        let moved = self.rebuild.as_ref().map_or(0, |r| r.next);
+        let moved = self.rebuild.as_ref().map_or(0, Rebuild::next);
         if let Some(graph) = &self.graph
             && graph.live() > 0
         {
@@ -488,7 +494,7 @@ impl Index {
             fresh: self.fresh.ids.len(),
             graph_rows: self.graph.as_ref().map_or(0, Segment::rows),
             graph_dead: self.graph.as_ref().map_or(0, |g| g.dead_count),
-            rebuilding: self.rebuild.as_ref().map(|r| r.next),
+            rebuilding: self.rebuild.as_ref().map(Rebuild::next),
             heap_bytes: self.fresh.ids.capacity() * 8
                 + self.fresh.vectors.capacity() * 4
                 + graph_bytes
@@ -553,7 +559,6 @@ impl Index {
             }
             self.rebuild = Some(Rebuild {
                 into,
-                next: 0,
                 moved: Vec::with_capacity(graph.rows()),
             });
             return self.rebuild_step();
@@ -620,17 +625,14 @@ impl Index {
     fn rebuild_step(&mut self) -> usize {
         let rebuild = self.rebuild.as_mut().expect("a rebuild");
         let old = self.graph.as_ref().expect("a rebuild has a graph");
-        let end = (rebuild.next + self.config.step_rows).min(old.rows());
+        let start = rebuild.next();
+        let end = (start + self.config.step_rows).min(old.rows());
         let mut scratch = Scratch::default();
         let mut v = vec![0.0; self.dim];
         let mut built = 0;
-        rebuild
-            .into
-            .reserve(end - rebuild.next, self.config.f32_limit);
-        let mut end = end;
-        for row in rebuild.next..end {
+        rebuild.into.reserve(end - start, self.config.f32_limit);
+        for row in start..end {
             if scratch.ops.get() * (self.dim as u64) >= self.config.step_work {
-                end = row;
                 break;
             }
             if old.is_dead(row) {
@@ -645,8 +647,7 @@ impl Index {
             rebuild.moved.push(new_row);
             built += 1;
         }
-        rebuild.next = end;
-        if end == old.rows() {
+        if rebuild.next() == old.rows() {
             let Rebuild { into, moved, .. } = self.rebuild.take().expect("a rebuild");
             for location in self.locations.values_mut() {
                 if let Some(row) = location.graph_row() {
