@@ -31,6 +31,10 @@ pub enum Error {
     #[error("image {name}: {reason}")]
     UnsupportedImage { name: String, reason: ImageProblem },
 
+    /// A whole-slide image was refused or could not be read.
+    #[error("slide {name}: {problem}")]
+    Slide { name: String, problem: crate::slide::Problem },
+
     /// The tokenizer file could not be loaded or a text could not be encoded.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -28,6 +28,7 @@ pub mod openclip;
 mod pickle;
 pub mod preprocess;
 pub mod runtime;
+pub mod slide;
 pub mod tokenizer;
 pub mod weights;
 
