@@ -147,6 +147,16 @@ impl Clip {
         preprocess::load_pixels(bytes, name, exif, &self.preprocess)
     }
 
+    /// Preprocess decoded RGB (a slide patch) as an image file would be.
+    pub fn pixels_of(&self, img: &Rgb8) -> Pixels {
+        preprocess::preprocess(img, &self.preprocess)
+    }
+
+    /// Side of the square the model takes as input (a slide patch's size).
+    pub fn input_size(&self) -> u32 {
+        self.preprocess.output_size().map(|(h, _)| h).unwrap_or(self.config.vision.image_size as u32)
+    }
+
     /// Unnormalised image features, `[n, projection_dim]`.
     pub async fn image_features(&self, pixels: &[Pixels]) -> Result<Vec<Vec<f32>>> {
         self.encoder.image_features(pixels).await

@@ -425,6 +425,19 @@ impl Slide {
     }
 }
 
+/// Long side of the overview the tissue mask is computed on. At 1024 px a 100,000-px slide's
+/// mask pixel is ~100 level-0 pixels, finer than any patch.
+pub const OVERVIEW_SIDE: u32 = 1024;
+
+/// The whole preparation of a slide for embedding, the same natively and in the worker: the
+/// overview, its tissue mask, and the patches to embed.
+pub fn prepare(slide: &Slide, options: &TilingOptions) -> Result<(Rgb8, TissueMask, Tiling)> {
+    let (overview, downsample) = overview(slide, OVERVIEW_SIDE)?;
+    let mask = TissueMask::from_overview(&overview, downsample);
+    let tiling = Tiling::plan(slide, &mask, options)?;
+    Ok((overview, mask, tiling))
+}
+
 /// A level of at most `max_side` on its long side, for overviews and the tissue mask: the
 /// smallest level at least that large, area-averaged down to it (streamed tile by tile, so a
 /// slide without a small level is still read in bounded memory).
