@@ -9,6 +9,7 @@
 
 mod convert;
 mod fetch;
+mod slide;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,7 +62,24 @@ struct EmbedArgs {
     /// A text to embed. Repeatable.
     #[arg(long = "text")]
     texts: Vec<String>,
-    /// Write each image's preprocessed [3,S,S] float32 pixels as <file stem>.npy here.
+    /// A whole-slide image (SVS, pyramidal TIFF; a directory for a DICOM series): tiled at
+    /// `--mpp` over its tissue and every patch embedded. Repeatable.
+    #[arg(long = "slide")]
+    slides: Vec<PathBuf>,
+    /// Microns per pixel of the slide patches (0.5 ≈ 20x).
+    #[arg(long, default_value_t = 0.5)]
+    mpp: f64,
+    /// Fraction of a patch shared with its neighbours (0 ≤ overlap < 0.95).
+    #[arg(long, default_value_t = 0.0)]
+    overlap: f64,
+    /// Keep a patch when at least this fraction of it is tissue.
+    #[arg(long, default_value_t = 0.5)]
+    min_tissue: f64,
+    /// The slide's own microns per pixel, for files that do not say.
+    #[arg(long)]
+    slide_mpp: Option<f64>,
+    /// Write each image's preprocessed [3,S,S] float32 pixels as <file stem>.npy here, and each
+    /// slide patch's RGB crop as <slide stem>_<x>_<y>.png.
     #[arg(long)]
     pixels_out: Option<PathBuf>,
     /// `json` (default) or `table`: cosine similarity of every image to every text.
@@ -104,6 +122,8 @@ struct EmbedOutput {
     images: Vec<ImageOut>,
     texts: Vec<TextOut>,
     logits_per_image: Vec<Vec<f32>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    slides: Vec<slide::SlideOut>,
 }
 
 #[derive(Serialize)]
@@ -165,8 +185,8 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
-    if args.images.is_empty() && args.texts.is_empty() {
-        bail!("nothing to embed: give at least one --image or --text");
+    if args.images.is_empty() && args.texts.is_empty() && args.slides.is_empty() {
+        bail!("nothing to embed: give at least one --image, --slide or --text");
     }
     let choice = match args.backend {
         Backend::Auto => BackendChoice::Auto,
@@ -218,6 +238,23 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         let emb = clip.embed_images(&pixels).await?;
         images.extend(chunk.iter().zip(emb).map(|((path, _), embedding)| ImageOut { path: path.clone(), embedding }));
     }
+    let options = model_wasm::slide::TilingOptions {
+        target_mpp: args.mpp,
+        patch: clip.input_size(),
+        overlap: args.overlap,
+        min_tissue: args.min_tissue,
+        mpp_override: args.slide_mpp,
+    };
+    let mut slides = Vec::new();
+    for path in &args.slides {
+        match slide::embed(&clip, path, &options, args.batch, args.pixels_out.as_deref()).await {
+            Ok(s) => slides.push(s),
+            Err(e) => {
+                failures += 1;
+                eprintln!("weights-tool: skipped {e:#}");
+            }
+        }
+    }
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let (ids, text_emb) = clip.embed_texts(&texts).await?;
     let image_emb: Vec<Vec<f32>> = images.iter().map(|i| i.embedding.clone()).collect();
@@ -234,6 +271,7 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
             .zip(text_emb)
             .map(|((text, input_ids), embedding)| TextOut { text: text.clone(), input_ids, embedding })
             .collect(),
+        slides,
     };
     let mut stdout = std::io::stdout().lock();
     match args.format {
@@ -242,7 +280,7 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(stdout)?;
     if failures > 0 {
-        eprintln!("weights-tool: {failures} image(s) could not be embedded");
+        eprintln!("weights-tool: {failures} image(s) or slide(s) could not be embedded");
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)

@@ -129,3 +129,50 @@ fn errors_are_specific_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to embed"));
 }
+
+/// `embed --slide`: the JSON the issue specifies, patches inside the slide, PNG crops, and a bad
+/// slide skipped by name while the good one is still embedded.
+#[test]
+fn embed_slide_tiles_embeds_and_writes_patches() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let slides = root.join("tests/slides/data");
+    let out_dir = std::env::temp_dir().join(format!("weights-tool-slide-{}", std::process::id()));
+    let output = tool()
+        .args(["embed", "--backend", "cpu", "--model"])
+        .arg(root.join("public/models/demo"))
+        .arg("--slide")
+        .arg(slides.join("small-dicom"))
+        .arg("--slide")
+        .arg(slides.join("refused/slide.ndpi"))
+        .args(["--mpp", "0.5", "--overlap", "0.25", "--pixels-out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a refused slide makes the exit status 2: {stderr}");
+    assert!(stderr.contains("slide.ndpi") && stderr.contains("Hamamatsu NDPI"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let slides_out = json["slides"].as_array().unwrap();
+    assert_eq!(slides_out.len(), 1);
+    let s = &slides_out[0];
+    // Level 1 is 0.5 µm/px already: read as it is, 96-px squares, stride 72 (overlap 0.25).
+    assert_eq!((s["width"].as_u64(), s["height"].as_u64(), s["level"].as_u64()), (Some(520), Some(390), Some(1)));
+    assert_eq!(s["mpp"].as_f64(), Some(0.5));
+    assert!((s["slide_mpp"].as_f64().unwrap() - 0.25).abs() < 1e-9);
+    let patches = s["patches"].as_array().unwrap();
+    // Level 1 is 260x195: columns at 0, 72, 144 (216 would lie 54% off the slide, and off the
+    // slide is glass); rows at 0, 72, 144 (the last 53% on it). All tissue: 3 x 3 patches.
+    assert_eq!(patches.len(), 9, "{patches:?}");
+    for p in patches {
+        let (x, y, size) = (p["x"].as_u64().unwrap(), p["y"].as_u64().unwrap(), p["size"].as_u64().unwrap());
+        assert_eq!(size, 192);
+        assert!(x % 144 == 0 && y % 144 == 0 && x < 520 && y < 390);
+        let e = floats(&p["embedding"]);
+        assert_eq!(e.len(), 64);
+        assert!((e.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-4);
+        let png = out_dir.join(format!("small-dicom_{x}_{y}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|_| panic!("{} not written", png.display()));
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
+    std::fs::remove_dir_all(&out_dir).ok();
+}

@@ -43,30 +43,35 @@ impl TissueMask {
             })
             .collect();
         let blurred = median(&sat, w, h, MEDIAN);
-        let threshold = log_otsu(&blurred).max(MIN_SATURATION);
+        let threshold = threshold(&blurred);
         let mask: Vec<u8> = blurred.iter().map(|&s| (s > threshold) as u8).collect();
         let closed = erode(&dilate(&mask, w, h, CLOSE), w, h, CLOSE);
         Self { width: img.width, height: img.height, downsample, data: closed, threshold }
     }
 
     /// The fraction of the level-0 square at (`x`, `y`) of side `size` that is tissue, from the
-    /// mask pixels whose centres fall inside it (the nearest one when none does).
+    /// mask pixels whose centres fall inside it (the nearest one when none does). What lies
+    /// outside the slide counts as glass.
     pub fn fraction(&self, x: f64, y: f64, size: f64) -> f64 {
         let d = self.downsample;
-        let (x0, y0) = ((x / d - 0.5).ceil().max(0.0) as i64, (y / d - 0.5).ceil().max(0.0) as i64);
-        let (x1, y1) = (
-            (((x + size) / d - 0.5).ceil() as i64).min(self.width as i64),
-            (((y + size) / d - 0.5).ceil() as i64).min(self.height as i64),
-        );
+        let first = |v: f64| (v / d - 0.5).ceil() as i64;
+        let (x0, y0, x1, y1) = (first(x), first(y), first(x + size), first(y + size));
         if x1 <= x0 || y1 <= y0 {
-            let cx = (((x + size / 2.0) / d) as i64).clamp(0, self.width as i64 - 1);
-            let cy = (((y + size / 2.0) / d) as i64).clamp(0, self.height as i64 - 1);
+            let cx = ((x + size / 2.0) / d) as i64;
+            let cy = ((y + size / 2.0) / d) as i64;
+            if cx < 0 || cy < 0 || cx >= self.width as i64 || cy >= self.height as i64 {
+                return 0.0;
+            }
             return self.data[(cy * self.width as i64 + cx) as usize] as f64;
         }
+        let (cx0, cx1) = (x0.max(0), x1.min(self.width as i64));
+        let (cy0, cy1) = (y0.max(0), y1.min(self.height as i64));
         let mut n = 0u64;
-        for yy in y0..y1 {
+        for yy in cy0..cy1 {
             let row = &self.data[(yy * self.width as i64) as usize..][..self.width as usize];
-            n += row[x0 as usize..x1 as usize].iter().map(|&v| v as u64).sum::<u64>();
+            if cx1 > cx0 {
+                n += row[cx0 as usize..cx1 as usize].iter().map(|&v| v as u64).sum::<u64>();
+            }
         }
         n as f64 / ((x1 - x0) * (y1 - y0)) as f64
     }
@@ -111,6 +116,22 @@ fn median(src: &[u8], w: usize, h: usize, k: usize) -> Vec<u8> {
     out
 }
 
+/// Glass is grey: when the darker of Otsu's two classes averages more saturation than this, the
+/// image holds no glass to separate (a biopsy filling the field, a crop), and Otsu would split
+/// the tissue itself; then everything above [`MIN_SATURATION`] is tissue.
+pub const GLASS_MEAN_MAX: f64 = 25.0;
+
+/// The saturation above which a pixel is tissue.
+pub fn threshold(saturation: &[u8]) -> u8 {
+    let t = log_otsu(saturation).max(MIN_SATURATION);
+    let (mut n, mut sum) = (0u64, 0u64);
+    for &v in saturation.iter().filter(|&&v| v <= t) {
+        n += 1;
+        sum += v as u64;
+    }
+    if n == 0 || sum as f64 / n as f64 > GLASS_MEAN_MAX { MIN_SATURATION } else { t }
+}
+
 /// Otsu's threshold on log(1 + v), mapped back to `v`.
 pub fn log_otsu(values: &[u8]) -> u8 {
     let scale = 255.0 / 256f64.ln();
@@ -148,11 +169,12 @@ pub fn otsu(values: &[u8]) -> u8 {
     best_t
 }
 
-/// Binary dilation / erosion with a `k` x `k` square (anchor at its centre, as OpenCV's
-/// default for even sizes: offsets -k/2 ..= (k-1)/2), separable.
+/// Binary dilation / erosion with a `k` x `k` square, separable. Dilation looks at offsets
+/// -k/2 ..= (k-1)/2 (OpenCV's anchor for even sizes), erosion at their reflection, so a closing
+/// (dilate, then erode) never removes a pixel of the original.
 fn morph(src: &[u8], w: usize, h: usize, k: usize, dilate: bool) -> Vec<u8> {
-    let lo = -((k / 2) as i64);
-    let hi = ((k - 1) / 2) as i64;
+    let (a, b) = (-((k / 2) as i64), ((k - 1) / 2) as i64);
+    let (lo, hi) = if dilate { (a, b) } else { (-b, -a) };
     let pass = |src: &[u8], horizontal: bool| -> Vec<u8> {
         let mut out = vec![0u8; w * h];
         for y in 0..h as i64 {
@@ -218,6 +240,18 @@ mod tests {
             f[10 * w + 10] = 1;
             f
         });
+    }
+
+    #[test]
+    fn all_tissue_is_all_tissue_and_glass_is_split_off() {
+        // Saturations of stroma to nuclei, no glass: nothing above MIN_SATURATION is cut.
+        let tissue: Vec<u8> = (0..1000).map(|i| 40 + (i % 120) as u8).collect();
+        assert_eq!(threshold(&tissue), MIN_SATURATION);
+        // The same with 30% glass (saturation 2-9): the cut falls between glass and tissue.
+        let mut slide = tissue.clone();
+        slide.extend((0..430).map(|i| 2 + (i % 8) as u8));
+        let t = threshold(&slide);
+        assert!((9..40).contains(&t), "{t}");
     }
 
     #[test]

@@ -1,0 +1,97 @@
+//! `embed --slide`: open a whole-slide image with the reader the app's worker uses, find the
+//! tissue, cut it into patches at the target resolution and embed every patch.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use model_wasm::Clip;
+use model_wasm::slide::{self, ByteSource, FileSource, Slide, TilingOptions};
+use serde::Serialize;
+
+#[derive(Serialize)]
+pub struct SlideOut {
+    pub path: String,
+    pub format: String,
+    /// Microns per pixel of the patches (the target) and of the slide's level 0.
+    pub mpp: f64,
+    pub slide_mpp: f64,
+    /// The level the patches were read from.
+    pub level: usize,
+    pub width: u32,
+    pub height: u32,
+    /// Fraction of the slide that is tissue, and the saturation threshold that found it.
+    pub tissue: f64,
+    pub tissue_threshold: u8,
+    pub patches: Vec<PatchOut>,
+}
+
+#[derive(Serialize)]
+pub struct PatchOut {
+    /// Level-0 pixels.
+    pub x: u32,
+    pub y: u32,
+    pub size: u32,
+    pub tissue: f32,
+    pub embedding: Vec<f32>,
+}
+
+/// Open a slide: a file, or a directory holding one DICOM series.
+pub fn open(path: &Path) -> anyhow::Result<Slide> {
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    if path.is_dir() {
+        let mut files: Vec<(String, Box<dyn ByteSource>)> = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading directory {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let source = FileSource::open(&p).with_context(|| format!("opening {}", p.display()))?;
+            files.push((p.file_name().unwrap().to_string_lossy().into_owned(), Box::new(source)));
+        }
+        return Ok(Slide::open_dicom(&name, files)?);
+    }
+    let source = FileSource::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Slide::open(&name, Box::new(source))?)
+}
+
+/// Tile and embed one slide; with `pixels_out`, write each patch as `<stem>_<x>_<y>.png`.
+pub async fn embed(clip: &Clip, path: &Path, options: &TilingOptions, batch: usize, pixels_out: Option<&Path>) -> anyhow::Result<SlideOut> {
+    let slide = open(path)?;
+    let started = Instant::now();
+    let (_, mask, plan) = slide::prepare(&slide, options)?;
+    let stem = path.file_stem().map_or("slide".into(), |s| s.to_string_lossy().into_owned());
+    let mut patches = Vec::with_capacity(plan.patches.len());
+    let total = plan.patches.len();
+    for chunk in plan.patches.chunks(batch.max(1)) {
+        let mut pixels = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            let rgb = plan.read(&slide, p)?;
+            if let Some(dir) = pixels_out {
+                let file = dir.join(format!("{stem}_{}_{}.png", p.x, p.y));
+                image::save_buffer(&file, &rgb.data, rgb.width, rgb.height, image::ExtendedColorType::Rgb8)
+                    .with_context(|| format!("writing {}", file.display()))?;
+            }
+            pixels.push(clip.pixels_of(&rgb));
+        }
+        let embeddings = clip.embed_images(&pixels).await?;
+        patches.extend(chunk.iter().zip(embeddings).map(|(p, embedding)| PatchOut { x: p.x, y: p.y, size: p.size, tissue: p.tissue, embedding }));
+        let secs = started.elapsed().as_secs_f64();
+        eprint!("\r{}: patches {} of {total}, {:.1}/s   ", slide.name, patches.len(), patches.len() as f64 / secs.max(1e-9));
+    }
+    eprintln!();
+    Ok(SlideOut {
+        path: path.display().to_string(),
+        format: slide.format.name().to_string(),
+        mpp: options.target_mpp,
+        slide_mpp: plan.mpp,
+        level: plan.level,
+        width: slide.width(),
+        height: slide.height(),
+        tissue: mask.coverage(),
+        tissue_threshold: mask.threshold,
+        patches,
+    })
+}
