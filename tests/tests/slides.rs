@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use model_wasm::slide::{self, FileSource, Slide, TissueMask, Tiling, TilingOptions};
+use model_wasm::slide::{self, Bytes, DiskFile, Slide, TissueMask, Tiling, TilingOptions};
 use model_wasm::{Error, Exif};
 
 const JPEG_TOLERANCE: u8 = 6;
@@ -23,7 +23,7 @@ fn data() -> PathBuf {
 
 fn open(name: &str) -> Slide {
     let path = data().join(name);
-    Slide::open(name, Box::new(FileSource::open(&path).unwrap())).unwrap_or_else(|e| panic!("{name}: {e}"))
+    Slide::open(name, DiskFile::open(&path).unwrap()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn png(path: &Path) -> model_wasm::Rgb8 {
@@ -31,10 +31,9 @@ fn png(path: &Path) -> model_wasm::Rgb8 {
 }
 
 fn open_dicom(dir: &str) -> Slide {
-    let mut files: Vec<(String, Box<dyn slide::ByteSource>)> = Vec::new();
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(data().join(dir)).unwrap() {
-        let p = entry.unwrap().path();
-        files.push((p.file_name().unwrap().to_string_lossy().into(), Box::new(FileSource::open(&p).unwrap())));
+        files.push(DiskFile::open(&entry.unwrap().path()).unwrap());
     }
     Slide::open_dicom(dir, files).unwrap_or_else(|e| panic!("{dir}: {e}"))
 }
@@ -160,17 +159,17 @@ fn refused_formats_are_named() {
     ];
     for (file, expect) in cases {
         let path = data().join("refused").join(file);
-        let err = Slide::open(file, Box::new(FileSource::open(&path).unwrap())).expect_err(file);
+        let err = Slide::open(file, DiskFile::open(&path).unwrap()).expect_err(file);
         let msg = err.to_string();
         assert!(msg.contains(expect) && msg.contains(file), "{file}: {msg}");
         assert!(matches!(err, Error::Slide { .. }), "{file}: {err:?}");
     }
     // Refused by content, whatever the name says.
     let czi = std::fs::read(data().join("refused/slide.czi")).unwrap();
-    let err = Slide::open("renamed.tif", Box::new(czi)).unwrap_err().to_string();
+    let err = Slide::open("renamed.tif", Bytes::source("renamed.tif", czi)).unwrap_err().to_string();
     assert!(err.contains("Zeiss CZI"), "{err}");
     let ndpi = std::fs::read(data().join("refused/slide.ndpi")).unwrap();
-    let err = Slide::open("renamed.tif", Box::new(ndpi)).unwrap_err().to_string();
+    let err = Slide::open("renamed.tif", Bytes::source("renamed.tif", ndpi)).unwrap_err().to_string();
     assert!(err.contains("NDPI"), "{err}");
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use model_wasm::Clip;
-use model_wasm::slide::{self, ByteSource, FileSource, Slide, TilingOptions};
+use model_wasm::slide::{self, DiskFile, Slide, TilingOptions};
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -40,7 +40,7 @@ pub struct PatchOut {
 pub fn open(path: &Path) -> anyhow::Result<Slide> {
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     if path.is_dir() {
-        let mut files: Vec<(String, Box<dyn ByteSource>)> = Vec::new();
+        let mut files = Vec::new();
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("reading directory {}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -48,13 +48,11 @@ pub fn open(path: &Path) -> anyhow::Result<Slide> {
             .collect();
         entries.sort();
         for p in entries {
-            let source = FileSource::open(&p).with_context(|| format!("opening {}", p.display()))?;
-            files.push((p.file_name().unwrap().to_string_lossy().into_owned(), Box::new(source)));
+            files.push(DiskFile::open(&p)?);
         }
         return Ok(Slide::open_dicom(&name, files)?);
     }
-    let source = FileSource::open(path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(Slide::open(&name, Box::new(source))?)
+    Ok(Slide::open(&name, DiskFile::open(path)?)?)
 }
 
 /// Tile and embed one slide; with `pixels_out`, write each patch as `<stem>_<x>_<y>.png`.

@@ -4,7 +4,9 @@
 //! headers when there is none: only headers are read, never the pixel data itself.
 
 use super::codec::{Codec, JpegColour};
-use super::{Associated, ByteSource, Level, Problem, Tiles};
+use std::rc::Rc;
+
+use super::{Associated, Level, Problem, Source, Tiles, read_exact};
 
 const TAG_IMAGE_TYPE: u32 = 0x0008_0008;
 const TAG_SOP_CLASS: u32 = 0x0008_0016;
@@ -61,12 +63,12 @@ impl Elements {
     }
 }
 
-fn read(src: &dyn ByteSource, offset: u64, len: u64) -> Result<Vec<u8>, Problem> {
+fn read(src: &dyn Source, offset: u64, len: u64) -> Result<Vec<u8>, Problem> {
     if offset.checked_add(len).is_none_or(|e| e > src.len()) {
         return Err(Problem::Truncated(format!("{len} bytes at offset {offset} lie past the end of the file")));
     }
     let mut buf = vec![0; len as usize];
-    src.read_at(offset, &mut buf).map_err(|e| Problem::Io(e.to_string()))?;
+    read_exact(src, offset, &mut buf)?;
     Ok(buf)
 }
 
@@ -145,7 +147,7 @@ fn parse(buf: &[u8], base: u64, out: &mut Elements, depth: u32) -> Result<bool, 
     Ok(false)
 }
 
-fn transfer_syntax(src: &dyn ByteSource) -> Result<(String, u64), Problem> {
+fn transfer_syntax(src: &dyn Source) -> Result<(String, u64), Problem> {
     // File meta: group 0002, explicit VR LE, right after "DICM".
     let head = read(src, 132, 12.min(src.len().saturating_sub(132)))?;
     if head.len() < 12 || head[0..4] != [2, 0, 0, 0] {
@@ -184,7 +186,7 @@ struct Instance {
     height: u32,
 }
 
-fn instance(index: usize, name: &str, src: &dyn ByteSource) -> Result<Instance, Problem> {
+fn instance(index: usize, name: &str, src: &dyn Source) -> Result<Instance, Problem> {
     let (syntax, start) = transfer_syntax(src)?;
     let mut want = 64 << 10;
     let e = loop {
@@ -279,7 +281,7 @@ fn instance(index: usize, name: &str, src: &dyn ByteSource) -> Result<Instance, 
 
 /// Offsets and lengths of the first `frames` frames of encapsulated pixel data starting at
 /// `start` (the Basic Offset Table item).
-fn frames_of(src: &dyn ByteSource, start: u64, frames: usize, extended: Option<&[u8]>) -> Result<(Vec<u64>, Vec<u64>), Problem> {
+fn frames_of(src: &dyn Source, start: u64, frames: usize, extended: Option<&[u8]>) -> Result<(Vec<u64>, Vec<u64>), Problem> {
     let item = |at: u64| -> Result<(u32, u64), Problem> {
         let h = read(src, at, 8)?;
         let tag = (u16::from_le_bytes([h[0], h[1]]) as u32) << 16 | u16::from_le_bytes([h[2], h[3]]) as u32;
@@ -337,13 +339,14 @@ pub struct Opened {
     pub associated: Vec<Associated>,
 }
 
-pub fn open(files: &[(String, Box<dyn ByteSource>)]) -> Result<Opened, Problem> {
+pub fn open(files: &[Rc<dyn Source>]) -> Result<Opened, Problem> {
     let mut levels = Vec::new();
     let mut associated = Vec::new();
     let mut series: Option<String> = None;
-    for (i, (name, src)) in files.iter().enumerate() {
+    for (i, src) in files.iter().enumerate() {
+        let name = src.name();
         let mut head = vec![0u8; 132.min(src.len() as usize)];
-        src.read_at(0, &mut head).map_err(|e| Problem::Io(e.to_string()))?;
+        read_exact(src.as_ref(), 0, &mut head)?;
         if !is_dicom(&head) {
             continue; // DICOMDIR, notes, thumbnails of the folder: not instances
         }

@@ -6,8 +6,8 @@
 //!   with [`Slide::open_dicom`], a DICOM VL Whole Slide Microscopy series (TILED_FULL; JPEG
 //!   baseline, JPEG 2000, uncompressed). Everything else that is a slide format is refused by
 //!   name ([`Problem::Refused`]).
-//! - Only the bytes asked for are read, through a [`ByteSource`]: a `File` natively, `Blob`
-//!   slices read with `FileReaderSync` in the browser worker. Decoded tiles are kept in a small
+//! - Only the bytes asked for are read, through a [`Source`]: a file natively, `Blob` slices
+//!   read with `FileReaderSync` in the browser worker. Decoded tiles are kept in a small
 //!   cache of bounded size ([`CACHE_BYTES`]), so memory does not grow with the file.
 //! - Label and macro images (which carry patient identifiers) are listed by kind and size in
 //!   [`Slide::associated`] and never decoded.
@@ -29,67 +29,23 @@ pub use tissue::TissueMask;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::rc::Rc;
 
 use crate::preprocess::Rgb8;
 use crate::{Error, Result};
 
-/// Random access to a file's bytes: all the slide reader needs of a file.
-pub trait ByteSource {
-    /// The file's size in bytes.
-    fn len(&self) -> u64;
-    /// Fill `buf` from `offset`; an error when the file is shorter.
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()>;
-}
+/// Reads through [`crate::Source`] (random access to a file's bytes), the trait model import
+/// uses too: `DiskFile` natively, `Bytes` in memory, the worker's `FileReaderSync` slices.
+pub use crate::checkpoint::{Bytes, Source};
+#[cfg(not(target_family = "wasm"))]
+pub use crate::checkpoint::DiskFile;
 
-impl ByteSource for [u8] {
-    fn len(&self) -> u64 {
-        <[u8]>::len(self) as u64
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
-        let end = start.checked_add(buf.len()).filter(|&e| e <= <[u8]>::len(self));
-        let end = end.ok_or(std::io::ErrorKind::UnexpectedEof)?;
-        buf.copy_from_slice(&self[start..end]);
-        Ok(())
-    }
-}
-
-impl ByteSource for Vec<u8> {
-    fn len(&self) -> u64 {
-        self.as_slice().len() as u64
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.as_slice().read_at(offset, buf)
-    }
-}
-
-/// A file on disk (native). Reads take a lock: `read_at` is `&self`.
-#[cfg(not(target_arch = "wasm32"))]
-pub struct FileSource {
-    file: std::sync::Mutex<std::fs::File>,
-    len: u64,
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl FileSource {
-    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        let file = std::fs::File::open(path)?;
-        let len = file.metadata()?.len();
-        Ok(Self { file: std::sync::Mutex::new(file), len })
-    }
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-impl ByteSource for FileSource {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        f.seek(SeekFrom::Start(offset))?;
-        f.read_exact(buf)
-    }
+/// Read `buf.len()` bytes at `offset`, as a slide [`Problem`].
+fn read_exact(src: &dyn Source, offset: u64, buf: &mut [u8]) -> Result<(), Problem> {
+    src.read_at(offset, buf).map_err(|e| match e {
+        Error::Weights { reason, .. } => Problem::Io(reason),
+        e => Problem::Io(e.to_string()),
+    })
 }
 
 /// Why a slide could not be opened or read.
@@ -193,7 +149,7 @@ pub const CACHE_BYTES: usize = 64 << 20;
 
 #[derive(Default)]
 struct Cache {
-    tiles: HashMap<(usize, u32, u32), (std::rc::Rc<Vec<u8>>, u64)>,
+    tiles: HashMap<(usize, u32, u32), (Rc<Vec<u8>>, u64)>,
     bytes: usize,
     clock: u64,
 }
@@ -209,7 +165,7 @@ pub struct Slide {
     /// Objective magnification the slide was scanned at, when the file says.
     pub magnification: Option<f64>,
     pub associated: Vec<Associated>,
-    sources: Vec<Box<dyn ByteSource>>,
+    sources: Vec<Rc<dyn Source>>,
     cache: std::cell::RefCell<Cache>,
     /// Bytes read from the sources so far (tests check laziness with it).
     read: std::cell::Cell<u64>,
@@ -257,10 +213,10 @@ impl Slide {
     /// Open a slide file (SVS or pyramidal TIFF). `name` is the file name: it names the slide in
     /// messages and recognises formats refused by extension. A DICOM file given here is opened
     /// as a one-file DICOM series.
-    pub fn open(name: &str, source: Box<dyn ByteSource>) -> Result<Self> {
+    pub fn open(name: &str, source: Rc<dyn Source>) -> Result<Self> {
         let err = |p| slide_error(name, p);
         let mut head = vec![0u8; 132.min(source.len() as usize)];
-        source.read_at(0, &mut head).map_err(|e| err(Problem::Io(e.to_string())))?;
+        read_exact(source.as_ref(), 0, &mut head).map_err(err)?;
         if let Some(p) = refused_by_name(name, &head) {
             return Err(err(p));
         }
@@ -268,7 +224,7 @@ impl Slide {
             return Err(err(Problem::Corrupt("empty file (0 bytes)".into())));
         }
         if dicom::is_dicom(&head) {
-            return Self::open_dicom(name, vec![(name.to_string(), source)]);
+            return Self::open_dicom(name, vec![source]);
         }
         if !tiff::is_tiff(&head) {
             return Err(err(Problem::Unknown));
@@ -279,9 +235,9 @@ impl Slide {
 
     /// Open a DICOM WSI series from its files (the instances of one series: one per level, plus
     /// label and overview instances, which are listed and never decoded).
-    pub fn open_dicom(name: &str, files: Vec<(String, Box<dyn ByteSource>)>) -> Result<Self> {
+    pub fn open_dicom(name: &str, files: Vec<Rc<dyn Source>>) -> Result<Self> {
         let opened = dicom::open(&files).map_err(|p| slide_error(name, p))?;
-        let sources = files.into_iter().map(|(_, s)| s).collect();
+        let sources = files;
         Ok(Self::assemble(name, Format::Dicom, opened.levels, opened.mpp, None, opened.associated, sources))
     }
 
@@ -292,7 +248,7 @@ impl Slide {
         mpp: Option<f64>,
         magnification: Option<f64>,
         associated: Vec<Associated>,
-        sources: Vec<Box<dyn ByteSource>>,
+        sources: Vec<Rc<dyn Source>>,
     ) -> Self {
         let (w0, h0) = (levels[0].width as f64, levels[0].height as f64);
         for l in &mut levels {
@@ -329,7 +285,7 @@ impl Slide {
 
     /// Tile (`tx`, `ty`) of `level`, decoded to RGB at the level's full tile size (edge tiles
     /// keep their padding).
-    pub fn tile(&self, level: usize, tx: u32, ty: u32) -> Result<std::rc::Rc<Vec<u8>>> {
+    pub fn tile(&self, level: usize, tx: u32, ty: u32) -> Result<Rc<Vec<u8>>> {
         let key = (level, tx, ty);
         {
             let mut c = self.cache.borrow_mut();
@@ -355,7 +311,7 @@ impl Slide {
                 return Err(self.err(Problem::Truncated(format!("tile {tx},{ty} of level {level} lies past the end of the file"))));
             }
             let mut data = vec![0; count as usize];
-            src.read_at(offset, &mut data).map_err(|e| self.err(Problem::Io(e.to_string())))?;
+            read_exact(src.as_ref(), offset, &mut data).map_err(|p| self.err(p))?;
             self.read.set(self.read.get() + count);
             l.codec.decode(&data, l.tile_width, l.tile_height).map_err(|p| {
                 self.err(match p {
@@ -364,7 +320,7 @@ impl Slide {
                 })
             })?
         };
-        let pixels = std::rc::Rc::new(pixels);
+        let pixels = Rc::new(pixels);
         let mut c = self.cache.borrow_mut();
         c.bytes += pixels.len();
         let now = c.clock;

@@ -1,10 +1,10 @@
 //! TIFF and BigTIFF structure: IFDs and the tags a pyramid needs, read lazily from a
-//! [`ByteSource`]. Aperio SVS and generic tiled pyramidal TIFFs become [`Level`]s; formats built on
+//! [`Source`]. Aperio SVS and generic tiled pyramidal TIFFs become [`Level`]s; formats built on
 //! TIFF that we do not read (NDPI, SCN, OME-TIFF SubIFD pyramids, fluorescence) are named and
 //! refused.
 
 use super::codec::{Codec, JpegColour};
-use super::{Associated, ByteSource, Format, Level, Problem, Tiles};
+use super::{Associated, Format, Level, Problem, Source, Tiles, read_exact};
 
 const TAG_SUBFILE: u16 = 254;
 const TAG_WIDTH: u16 = 256;
@@ -54,7 +54,7 @@ impl Ifd {
 }
 
 struct Reader<'a> {
-    src: &'a dyn ByteSource,
+    src: &'a dyn Source,
     le: bool,
     big: bool,
 }
@@ -91,7 +91,7 @@ impl Reader<'_> {
             )));
         }
         let mut buf = vec![0; len as usize];
-        self.src.read_at(offset, &mut buf).map_err(|e| Problem::Io(e.to_string()))?;
+        read_exact(self.src, offset, &mut buf)?;
         Ok(buf)
     }
 
@@ -183,10 +183,10 @@ pub struct Opened {
     pub associated: Vec<Associated>,
 }
 
-pub fn open(src: &dyn ByteSource) -> Result<Opened, Problem> {
+pub fn open(src: &dyn Source) -> Result<Opened, Problem> {
     let head = {
         let mut b = vec![0; 16.min(src.len() as usize)];
-        src.read_at(0, &mut b).map_err(|e| Problem::Io(e.to_string()))?;
+        read_exact(src, 0, &mut b)?;
         b
     };
     if !is_tiff(&head) || head.len() < 8 {
