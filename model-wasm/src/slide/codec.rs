@@ -156,11 +156,10 @@ fn mark_rgb(data: &mut [u8]) {
                 let n = seg[4] as usize;
                 for i in 0..n.min(3) {
                     let at = 5 + 2 * i;
-                    if at < seg.len() {
-                        if let Some(k) = ids.iter().position(|&id| id == seg[at]) {
+                    if at < seg.len()
+                        && let Some(k) = ids.iter().position(|&id| id == seg[at]) {
                             seg[at] = b"RGB"[k];
                         }
-                    }
                 }
             }
             _ => {}

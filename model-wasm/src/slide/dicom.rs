@@ -213,11 +213,10 @@ fn instance(index: usize, name: &str, src: &dyn Source) -> Result<Instance, Prob
     if !image_type.contains("VOLUME") {
         return Ok(base);
     }
-    if let Some(org) = e.text(TAG_DIMENSION_ORG) {
-        if org == "TILED_SPARSE" {
+    if let Some(org) = e.text(TAG_DIMENSION_ORG)
+        && org == "TILED_SPARSE" {
             return Err(Problem::Refused { format: "DICOM TILED_SPARSE", hint: "re-export the slide as TILED_FULL (wsidicomizer does)" });
         }
-    }
     let samples = e.u16(TAG_SAMPLES).unwrap_or(0);
     if samples != 3 {
         return Err(Problem::Refused { format: "a fluorescence or multi-channel image", hint: "Obscura reads brightfield RGB slides (3 channels)" });
@@ -375,7 +374,7 @@ pub fn open(files: &[Rc<dyn Source>]) -> Result<Opened, Problem> {
     if levels.is_empty() {
         return Err(Problem::Unsupported("no VOLUME image among the DICOM files".into()));
     }
-    levels.sort_by(|a, b| b.0.width.cmp(&a.0.width));
+    levels.sort_by_key(|l| std::cmp::Reverse(l.0.width));
     levels.dedup_by(|a, b| a.0.width == b.0.width && a.0.height == b.0.height);
     let mpp = levels[0].1;
     Ok(Opened { levels: levels.into_iter().map(|(l, _)| l).collect(), mpp, associated })

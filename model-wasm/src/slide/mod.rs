@@ -147,9 +147,13 @@ pub struct Associated {
 /// Decoded tiles kept for reuse by neighbouring regions: at most this many bytes.
 pub const CACHE_BYTES: usize = 64 << 20;
 
+/// (level, tile x, tile y).
+type TileKey = (usize, u32, u32);
+
 #[derive(Default)]
 struct Cache {
-    tiles: HashMap<(usize, u32, u32), (Rc<Vec<u8>>, u64)>,
+    /// Decoded tiles and when each was last used.
+    tiles: HashMap<TileKey, (Rc<Vec<u8>>, u64)>,
     bytes: usize,
     clock: u64,
 }
@@ -220,7 +224,7 @@ impl Slide {
         if let Some(p) = refused_by_name(name, &head) {
             return Err(err(p));
         }
-        if source.len() == 0 {
+        if source.is_empty() {
             return Err(err(Problem::Corrupt("empty file (0 bytes)".into())));
         }
         if dicom::is_dicom(&head) {

@@ -275,7 +275,7 @@ pub fn open(src: &dyn Source) -> Result<Opened, Problem> {
             hint: "a plain (stripped) TIFF is an image, not a slide: add it as an image",
         });
     }
-    levels.sort_by(|a, b| b.width.cmp(&a.width));
+    levels.sort_by_key(|l| std::cmp::Reverse(l.width));
 
     let (mpp, magnification) = if svs {
         (aperio_field(&description, "MPP"), aperio_field(&description, "AppMag"))
@@ -335,7 +335,7 @@ fn level(r: &Reader<'_>, ifd: &Ifd, n: usize, width: u64, height: u64) -> Result
         6 => return Err(Problem::Unsupported("old-style JPEG (TIFF compression 6)".into())),
         22610 | 34934 => return Err(Problem::Refused { format: "JPEG XR tiles", hint: "re-encode the slide with JPEG or JPEG 2000 tiles" }),
         34892 => return Err(Problem::Refused { format: "lossy JPEG DNG tiles", hint: "re-encode the slide with JPEG tiles" }),
-        50000 | 50001 | 50002 | 50003 => return Err(Problem::Unsupported(format!("TIFF compression {compression} (ZSTD, WebP or JPEG XL)"))),
+        50000..=50003 => return Err(Problem::Unsupported(format!("TIFF compression {compression} (ZSTD, WebP or JPEG XL)"))),
         c => return Err(Problem::Unsupported(format!("TIFF compression {c}"))),
     };
     let tile_w = r.int(ifd, TAG_TILE_WIDTH)?.unwrap_or(0);

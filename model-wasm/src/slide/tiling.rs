@@ -57,7 +57,11 @@ impl Tiling {
     pub fn plan(slide: &Slide, mask: &TissueMask, options: &TilingOptions) -> Result<Self> {
         let err = |p| Error::Slide { name: slide.name.clone(), problem: p };
         let mpp = options.mpp_override.or(slide.mpp).ok_or_else(|| err(Problem::NoResolution))?;
-        if !(mpp > 0.0 && mpp < 100.0) || !(options.target_mpp > 0.0) || options.patch == 0 || !(0.0..0.95).contains(&options.overlap) {
+        let valid = (1e-3..100.0).contains(&mpp)
+            && (1e-3..100.0).contains(&options.target_mpp)
+            && options.patch > 0
+            && (0.0..0.95).contains(&options.overlap);
+        if !valid {
             return Err(Error::Input(format!(
                 "tiling: mpp {mpp}, target {} µm/px, patch {}, overlap {}",
                 options.target_mpp, options.patch, options.overlap

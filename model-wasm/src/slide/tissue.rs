@@ -39,7 +39,7 @@ impl TissueMask {
             .map(|p| {
                 let max = p[0].max(p[1]).max(p[2]) as u32;
                 let min = p[0].min(p[1]).min(p[2]) as u32;
-                if max == 0 { 0 } else { ((max - min) * 255 / max) as u8 }
+                ((max - min) * 255).checked_div(max).unwrap_or(0) as u8
             })
             .collect();
         let blurred = median(&sat, w, h, MEDIAN);
@@ -152,9 +152,9 @@ pub fn otsu(values: &[u8]) -> u8 {
     let total = values.len() as f64;
     let sum_all: f64 = hist.iter().enumerate().map(|(i, &c)| i as f64 * c as f64).sum();
     let (mut w0, mut sum0, mut best, mut best_t) = (0.0, 0.0, -1.0, 0u8);
-    for t in 0..256 {
-        w0 += hist[t] as f64;
-        sum0 += t as f64 * hist[t] as f64;
+    for (t, &count) in hist.iter().enumerate() {
+        w0 += count as f64;
+        sum0 += t as f64 * count as f64;
         let w1 = total - w0;
         if w0 == 0.0 || w1 == 0.0 {
             continue;
