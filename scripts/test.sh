@@ -32,7 +32,7 @@ while IFS= read -r c; do texts+=(--text "an H&E image of $c."); done <<< "$class
 # The binary `cargo test --workspace` built (`cargo run -p weights-tool` would resolve features for
 # that package alone and rebuild half the tree).
 target/debug/weights-tool embed --model public/models/demo --backend cpu --image public/samples \
-  "${texts[@]}" > target/browser/native.json
+  --slide tests/slides/data/tumour.svs "${texts[@]}" > target/browser/native.json
 node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend webgpu
 node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend cpu
 echo "== adding models from this computer, in Chromium (converted in the tab, against weights-tool embed)"

@@ -8,7 +8,11 @@
 //!   kind 1 (add):    u64 id  [u8; 32] sha256 of the file  u16 name length  name
 //!                    u32 thumbnail length  thumbnail (JPEG)  dim × f32 (normalised embedding)
 //!   kind 2 (remove): u64 id
+//!   kind 3 (add a slide patch, format 2): the body of kind 1, then
+//!                    u16 slide name length  slide name  u32 x  u32 y  u32 size  (level-0 pixels)
 //! ```
+//!
+//! Format 2 added kind 3; a format-1 file is read as it is.
 //!
 //! All integers little-endian. The file is append-only while the app runs: each batch of images is
 //! appended and flushed as it is embedded, so a tab closed mid-way loses at most the batch in
@@ -18,9 +22,10 @@
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"OBSCOLL1";
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const ADD: u8 = 1;
 const REMOVE: u8 = 2;
+const ADD_PATCH: u8 = 3;
 
 /// Which model made the embeddings. Collections of different models never mix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +45,8 @@ pub struct Item {
     pub name: String,
     pub thumb: Vec<u8>,
     pub embedding: Vec<f32>,
+    /// Where a slide patch came from; `None` for an image file.
+    pub origin: Option<crate::Origin>,
 }
 
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -91,6 +98,23 @@ fn record(kind: u8, body: &[u8], out: &mut Vec<u8>) {
 
 /// Appends an add record for `item` to `out`.
 pub fn add_record(item: &Item, out: &mut Vec<u8>) {
+    let body = add_body(item);
+    match &item.origin {
+        None => record(ADD, &body, out),
+        Some(o) => {
+            let mut body = body;
+            let slide = truncate_utf8(&o.slide, u16::MAX as usize);
+            body.extend_from_slice(&(slide.len() as u16).to_le_bytes());
+            body.extend_from_slice(slide.as_bytes());
+            for v in [o.x, o.y, o.size] {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+            record(ADD_PATCH, &body, out)
+        }
+    }
+}
+
+fn add_body(item: &Item) -> Vec<u8> {
     let name = truncate_utf8(&item.name, u16::MAX as usize);
     let mut body = Vec::with_capacity(8 + 32 + 2 + name.len() + 4 + item.thumb.len() + 4 * item.embedding.len());
     body.extend_from_slice(&item.id.to_le_bytes());
@@ -102,7 +126,7 @@ pub fn add_record(item: &Item, out: &mut Vec<u8>) {
     for x in &item.embedding {
         body.extend_from_slice(&x.to_le_bytes());
     }
-    record(ADD, &body, out);
+    body
 }
 
 /// Appends a remove record for `id` to `out`.
@@ -144,7 +168,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_add(body: &[u8], dim: usize) -> Result<Item, Error> {
+fn parse_add(body: &[u8], dim: usize, patch: bool) -> Result<Item, Error> {
     let bad = || Error::BadRecord;
     let mut r = Reader { bytes: body, at: 0 };
     let id = u64::from_le_bytes(r.take(8).ok_or_else(bad)?.try_into().unwrap());
@@ -153,12 +177,26 @@ fn parse_add(body: &[u8], dim: usize) -> Result<Item, Error> {
     let name = String::from_utf8_lossy(r.take(name_len).ok_or_else(bad)?).into_owned();
     let thumb_len = r.u32().ok_or_else(bad)? as usize;
     let thumb = r.take(thumb_len).ok_or_else(bad)?.to_vec();
-    let rest = &body[r.at..];
-    if rest.len() != 4 * dim {
-        return Err(Error::WrongDim { got: rest.len() / 4, dim });
+    let rest = body.len() - r.at;
+    if (!patch && rest != 4 * dim) || rest < 4 * dim {
+        return Err(Error::WrongDim { got: rest / 4, dim });
     }
-    let embedding = rest.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    Ok(Item { id, hash, name, thumb, embedding })
+    let embedding = r.take(4 * dim).ok_or_else(bad)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let origin = if patch {
+        let len = u16::from_le_bytes(r.take(2).ok_or_else(bad)?.try_into().unwrap()) as usize;
+        let slide = String::from_utf8_lossy(r.take(len).ok_or_else(bad)?).into_owned();
+        let mut v = [0u32; 3];
+        for x in &mut v {
+            *x = r.u32().ok_or_else(bad)?;
+        }
+        if r.at != body.len() {
+            return Err(bad());
+        }
+        Some(crate::Origin { slide, x: v[0], y: v[1], size: v[2] })
+    } else {
+        None
+    };
+    Ok(Item { id, hash, name, thumb, embedding, origin })
 }
 
 /// Reads a collection file. A torn or damaged tail ends the reading (see [`Parsed::torn`]);
@@ -203,7 +241,8 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
             break;
         };
         match kind {
-            ADD => items.push(parse_add(body, header.dim)?),
+            ADD => items.push(parse_add(body, header.dim, false)?),
+            ADD_PATCH => items.push(parse_add(body, header.dim, true)?),
             REMOVE if body.len() == 8 => {
                 let id = u64::from_le_bytes(body.try_into().unwrap());
                 items.retain(|i| i.id != id);
@@ -241,7 +280,19 @@ mod tests {
     }
 
     fn item(id: u64, name: &str) -> Item {
-        Item { id, hash: [id as u8; 32], name: name.into(), thumb: vec![0xff, 0xd8, id as u8], embedding: vec![id as f32, -0.5, 0.25] }
+        Item { id, hash: [id as u8; 32], name: name.into(), thumb: vec![0xff, 0xd8, id as u8], embedding: vec![id as f32, -0.5, 0.25], origin: None }
+    }
+
+    #[test]
+    fn slide_patches_keep_their_origin_and_format_1_files_still_read() {
+        let patch = Item {
+            origin: Some(crate::Origin { slide: "case 3/tumour.svs".into(), x: 1536, y: 768, size: 192 }),
+            ..item(7, "tumour.svs (1536, 768)")
+        };
+        let file = write(&header(), &[&item(0, "a.png"), &patch]);
+        assert_eq!(parse_whole(&file).unwrap().items, vec![item(0, "a.png"), patch]);
+        let v1 = write(&Header { format: 1, ..header() }, &[&item(0, "a.png")]);
+        assert_eq!(parse_whole(&v1).unwrap().items, vec![item(0, "a.png")]);
     }
 
     #[test]

@@ -88,6 +88,22 @@ pub enum Event {
     Skipped { name: String, reason: String },
     /// Progress of the current `Add`.
     Indexing { done: usize, total: usize, per_second: f64 },
+    /// A slide was opened and its tissue tiled: its patches follow as `Indexing` progress.
+    SlideOpened {
+        name: String,
+        format: String,
+        width: u32,
+        height: u32,
+        /// Microns per pixel of level 0, and of the patches.
+        mpp: f64,
+        target_mpp: f64,
+        level: usize,
+        patches: usize,
+        /// Fraction of the slide that is tissue.
+        tissue: f64,
+        /// Label, macro, thumbnail images in the file: listed, never shown.
+        associated: Vec<String>,
+    },
     /// The current `Add` is over.
     Finished { added: usize, skipped: usize, cancelled: bool, seconds: f64 },
     /// Search results, best first. `query` echoes what was asked.
@@ -185,6 +201,18 @@ pub enum Query {
 pub struct Item {
     pub id: u64,
     pub name: String,
+    /// Set for a patch of a whole-slide image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Where a patch lies in its slide: the square at (`x`, `y`) of side `size`, level-0 pixels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub slide: String,
+    pub x: u32,
+    pub y: u32,
+    pub size: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

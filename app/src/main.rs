@@ -22,7 +22,7 @@ mod ui {
     use std::collections::HashMap;
 
     use app::{
-        Backend, Catalog, Classification, Event, Hit, LOCAL_PREFIX, Query, Request, apply_template, classification_csv, human_bytes,
+        Backend, Catalog, Classification, Event, Hit, LOCAL_PREFIX, Origin, Query, Request, apply_template, classification_csv, human_bytes,
         human_seconds, parse_labels,
     };
     use js_sys::{Array, Uint8Array};
@@ -168,6 +168,8 @@ mod ui {
         let error = RwSignal::new(None::<String>);
         let thumbs = RwSignal::new(Vec::<Thumb>::new());
         let by_id = StoredValue::new(HashMap::<u64, (String, String)>::new());
+        // Slide patches: where each lies in its slide.
+        let origins = StoredValue::new(HashMap::<u64, Origin>::new());
         let progress = RwSignal::new(None::<Progress>);
         let adding = RwSignal::new(false);
         let skipped = RwSignal::new(Vec::<(String, String)>::new());
@@ -222,6 +224,7 @@ mod ui {
             thumbs.with_untracked(|t| t.iter().for_each(|t| Url::revoke_object_url(&t.url).unwrap_or_default()));
             thumbs.set(Vec::new());
             by_id.update_value(HashMap::clear);
+            origins.update_value(HashMap::clear);
             results.set(None);
             classes.set(None);
             label_filter.set(None);
@@ -435,6 +438,11 @@ mod ui {
                                 .dyn_into::<Uint8Array>()
                                 .map(|b| blob_url(&b, "image/jpeg"))
                                 .unwrap_or_default();
+                            if let Some(o) = item.origin {
+                                origins.update_value(|m| {
+                                    m.insert(item.id, o);
+                                });
+                            }
                             Thumb { id: item.id, name: item.name, url }
                         })
                         .collect();
@@ -457,6 +465,7 @@ mod ui {
                         })
                     });
                     by_id.update_value(|m| m.retain(|id, _| !gone.contains(id)));
+                    origins.update_value(|m| m.retain(|id, _| !gone.contains(id)));
                     classes.update(|c| {
                         if let Some(c) = c {
                             c.rows.retain(|id, _| !gone.contains(id));
@@ -480,6 +489,18 @@ mod ui {
                 }
                 Event::Skipped { name, reason } => skipped.update(|s| s.push((name, reason))),
                 Event::Indexing { done, total, per_second } => progress.set(Some(Progress { done, total, per_second })),
+                Event::SlideOpened { name, format, width, height, mpp, target_mpp, level, patches, tissue, associated } => {
+                    let hidden = if associated.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; its {} image(s) are not shown", associated.join(", "))
+                    };
+                    status.set(format!(
+                        "{name}: {format}, {width}×{height} px at {mpp:.3} µm/px, {:.0}% tissue: {patches} patches at {target_mpp} µm/px from level {level}{hidden}",
+                        100.0 * tissue
+                    ));
+                    progress.set(Some(Progress { done: 0, total: patches, per_second: 0.0 }));
+                }
                 Event::Finished { added, skipped: n, cancelled, seconds } => {
                     adding.set(false);
                     progress.set(None);
@@ -715,9 +736,9 @@ mod ui {
                 <section class="drop" data-testid="drop-zone"
                     on:dragover=move |ev: DragEvent| ev.prevent_default()
                     on:drop=on_drop>
-                    <p>"Drop images or folders here, or "
+                    <p>"Drop images, whole slides (SVS, pyramidal TIFF, a DICOM folder) or folders here, or "
                         <label class="button">"choose files"
-                            <input type="file" multiple accept="image/*" data-testid="file-input" on:change=on_pick/>
+                            <input type="file" multiple accept="image/*,.svs,.tif,.tiff,.dcm,.ndpi,.mrxs,.czi,.scn,.vsi,.isyntax" data-testid="file-input" on:change=on_pick/>
                         </label>" "
                         <label class="button">"choose a folder"
                             <input type="file" multiple node_ref=folder_input on:change=on_pick/>
@@ -773,7 +794,11 @@ mod ui {
                         <h2>{title}</h2>
                         <ol class="grid" on:keydown=move |ev| grid_keys(&ev)>
                             {shown.into_iter().map(|(h, name, url)| view! {
-                                <li data-testid="result" data-file=name.clone() data-score=h.score.to_string()>
+                                <li data-testid="result" data-file=name.clone() data-score=h.score.to_string()
+                                    data-slide=origins.with_value(|m| m.get(&h.id).map(|o| o.slide.clone()))
+                                    data-x=origins.with_value(|m| m.get(&h.id).map(|o| o.x.to_string()))
+                                    data-y=origins.with_value(|m| m.get(&h.id).map(|o| o.y.to_string()))
+                                    data-size=origins.with_value(|m| m.get(&h.id).map(|o| o.size.to_string()))>
                                     <button on:click=move |_| similar(h.id) title=format!("{name}: find similar")>
                                         <img src=url alt=name.clone()/>
                                     </button>

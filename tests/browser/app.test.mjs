@@ -267,6 +267,39 @@ try {
     check(close, `after the GPU was lost: "${badgeNow}", ${n} images kept, same results (scores to 1e-4)`);
   }
 
+  // ---------------------------------------------------------------- a whole-slide image
+  // tumour.svs (tests/slides/generate.py): dropped with an NDPI, which is refused by name. Its
+  // patches must be those `weights-tool embed --slide` cuts natively, and searching for the
+  // tumour class must find patches inside the painted tumour, with the native scores.
+  {
+    const slideDir = join(root, "tests", "slides", "data");
+    const slideTruth = JSON.parse(await readFile(join(slideDir, "truth.json"), "utf8"))["tumour.svs"];
+    const nativeSlide = native.slides[0];
+    const count = Number(await page.getByTestId("image-count").textContent());
+    const s0 = Date.now();
+    await page.getByTestId("file-input").setInputFiles([join(slideDir, "tumour.svs"), join(slideDir, "refused", "slide.ndpi")]);
+    await page.waitForFunction((n) => document.querySelector('[data-testid="image-count"]')?.textContent === String(n) && !document.querySelector("progress"), count + nativeSlide.patches.length, { timeout: 600_000 });
+    const secs = (Date.now() - s0) / 1000;
+    check(true, `a dropped slide is tiled and embedded in the tab: ${nativeSlide.patches.length} patches, as natively, in ${secs.toFixed(1)} s (${(nativeSlide.patches.length / secs).toFixed(1)} patches/s)`);
+    const refused = (await page.locator('[data-testid="skipped"][data-file="slide.ndpi"]').textContent().catch(() => "")) ?? "";
+    check(refused.includes("Hamamatsu NDPI"), `a refused slide is skipped by name: ${refused}`);
+    const cls = "colorectal adenocarcinoma epithelium";
+    const text = `an H&E image of ${cls}.`;
+    await page.getByTestId("search-input").fill(cls);
+    await page.getByTestId("search-input").press("Enter");
+    await page.waitForFunction((t) => document.querySelector(".results h2")?.textContent === `“${t}”` && document.querySelectorAll('[data-testid="result"]').length > 0, text);
+    const hits = await page.$$eval('[data-testid="result"]', (els) => els.map((e) => ({ slide: e.dataset.slide, x: Number(e.dataset.x), y: Number(e.dataset.y), size: Number(e.dataset.size), score: Number(e.dataset.score) })));
+    const patches = hits.filter((h) => h.slide === "tumour.svs");
+    const inside = patches.filter((h) => slideTruth.tumour[Math.floor((h.y + h.size / 2) / slideTruth.cell)][Math.floor((h.x + h.size / 2) / slideTruth.cell)] === 1);
+    check(patches.length >= 5 && inside.length >= 0.8 * patches.length, `"${cls}": ${inside.length} of the ${patches.length} slide patches among the first ${hits.length} results lie in the tumour`);
+    const t = native.texts.find((x) => x.text === text).embedding;
+    const worst = Math.max(...patches.map((h) => {
+      const p = nativeSlide.patches.find((p) => p.x === h.x && p.y === h.y);
+      return p ? Math.abs(p.embedding.reduce((a, v, i) => a + v * t[i], 0) - h.score) : Infinity;
+    }));
+    check(worst <= 1e-4, `slide patch scores equal the native ones (worst |Δ| ${worst.toExponential(1)})`);
+  }
+
   // ---------------------------------------------------------------- a reload in the middle of indexing
   page.once("dialog", (d) => d.accept());
   await page.getByTestId("clear-all").click();
@@ -298,7 +331,7 @@ try {
   await page.screenshot({ path: join(tmpdir(), `obscura-${backend}.png`) }).catch(() => {});
 } finally {
   // ---------------------------------------------------------------- privacy
-  checkPrivacy({ requests, served, origin, check, private: /\.(jpg|png)$/, what: "the images" });
+  checkPrivacy({ requests, served, origin, check, private: /\.(jpg|png|svs|ndpi)$/, what: "the images and slides" });
   const bytes = served.length;
   console.log(`${bytes} requests served`);
   await browser.close();

@@ -358,10 +358,42 @@ def patch_compression(path, code):
     patch_tag(path, 259, code)
 
 
+# ------------------------------------------------------------------ the bench's large slide
+
+
+def write_big(path, gigabytes):
+    """An SVS-like BigTIFF of about `gigabytes` GB for the reader's memory bench (never
+    committed): 256-px JPEG tiles with shared tables, drawn from 64 pre-encoded demo tiles so
+    that writing it takes seconds; level 0 square, with /4, /16 and /64 levels."""
+    rng = np.random.default_rng(5)
+    classes = TISSUE_CLASSES + [TUMOUR, "background"]
+    pool = np.zeros((256, 64 * 256, 3), np.uint8)
+    for i in range(64):
+        pool[:, i * 256:(i + 1) * 256] = np.asarray(tiles.tile(rng, classes[i % len(classes)]).resize((256, 256), Image.LANCZOS))
+    tables, encoded = jpeg_tiles(pool, 256)
+    per_tile = sum(len(t) for t in encoded) / len(encoded)
+    side = int(np.sqrt(gigabytes * 1e9 / per_tile)) * 256
+    levels = [side // d for d in (1, 4, 16, 64)]
+
+    def stream(n):
+        for i in range(n):
+            yield encoded[(i * 7 + i // 13) % len(encoded)]
+
+    with tifffile.TiffWriter(path, bigtiff=True) as tif:
+        for i, w in enumerate(levels):
+            n = ((w + 255) // 256) ** 2
+            tif.write(stream(n), shape=(w, w, 3), dtype=np.uint8, tile=(256, 256), compression=7,
+                      photometric="ycbcr", subsampling=(2, 2), jpegtables=tables, metadata=None, software=False,
+                      description=aperio_description(levels[0], levels[0], w, w, 256, "JPEG/RGB", MPP))
+    print(f"wrote {path}: {levels[0]}x{levels[0]} px, {os.path.getsize(path) / 1e9:.2f} GB")
+
+
 # ------------------------------------------------------------------ main
 
 
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--big":
+        return write_big(sys.argv[2], float(sys.argv[3]))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "refs").mkdir(exist_ok=True)
 

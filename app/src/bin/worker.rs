@@ -22,7 +22,8 @@ mod worker {
     use std::rc::Rc;
 
     use app::collection::{self, Header};
-    use app::{Backend, Classification, Event, FidelityReport, Hit, Item, LOCAL_PREFIX, LocalModel, MAX_FILE_BYTES, Query, Request};
+    use app::{Backend, Classification, Event, FidelityReport, Hit, Item, LOCAL_PREFIX, LocalModel, MAX_FILE_BYTES, Origin, Query, Request};
+    use model_wasm::slide::{self, Slide, TilingOptions};
     use app::models;
     use model_wasm::convert::{self, ConvertOptions, Converted, Converter, Fidelity, Probe};
     use model_wasm::{Checkpoint, Layout, ModelCard};
@@ -418,7 +419,10 @@ mod worker {
 
     /// Tells the page about images now in the collection, thumbnails after the header.
     fn send_items(items: &[collection::Item], restored: bool) {
-        let event = Event::Added { items: items.iter().map(|i| Item { id: i.id, name: i.name.clone() }).collect(), restored };
+        let event = Event::Added {
+            items: items.iter().map(|i| Item { id: i.id, name: i.name.clone(), origin: i.origin.clone() }).collect(),
+            restored,
+        };
         let msg = Array::new();
         msg.push(&JsValue::from_str(&serde_json::to_string(&event).expect("events serialise")));
         for i in items {
@@ -817,7 +821,7 @@ mod worker {
     }
 
     /// Gives an embedded image its id, indexes it and returns its stored form.
-    fn index_item(name: String, hash: [u8; 32], thumb: Vec<u8>, embedding: Vec<f32>) -> collection::Item {
+    fn index_item(name: String, hash: [u8; 32], thumb: Vec<u8>, embedding: Vec<f32>, origin: Option<Origin>) -> collection::Item {
         STATE.with(|s| {
             let mut s = s.borrow_mut();
             let id = s.next_id;
@@ -827,7 +831,7 @@ mod worker {
             }
             s.hashes.insert(hash, name.clone());
             s.items.insert(id, Entry { hash, embedding: embedding.clone() });
-            collection::Item { id, hash, name, thumb, embedding }
+            collection::Item { id, hash, name, thumb, embedding, origin }
         })
     }
 
@@ -849,12 +853,13 @@ mod worker {
         }
         STATE.with(|s| s.borrow().cancel.set(false));
         let started = js_sys::Date::now();
+        let names: Vec<String> =
+            files.iter().enumerate().map(|(i, f)| names.get(i).cloned().unwrap_or_else(|| f.name())).collect();
+        let (files, names, slides) = split_slides(files, names);
         let total = files.len();
         let (mut added, mut skipped, mut done) = (0, 0, 0);
         let mut cancelled = false;
         let mut batch: Vec<(Prepared, [u8; 32])> = Vec::new();
-        let names: Vec<String> =
-            files.iter().enumerate().map(|(i, f)| names.get(i).cloned().unwrap_or_else(|| f.name())).collect();
         let mut i = 0;
         while i < total || !batch.is_empty() {
             if STATE.with(|s| s.borrow().cancel.get()) {
@@ -896,7 +901,7 @@ mod worker {
             let items: Vec<collection::Item> = batch
                 .drain(..)
                 .zip(embeddings)
-                .map(|((p, hash), embedding)| index_item(p.name, hash, p.thumb, embedding))
+                .map(|((p, hash), embedding)| index_item(p.name, hash, p.thumb, embedding, None))
                 .collect();
             added += items.len();
             done += items.len();
@@ -905,11 +910,152 @@ mod worker {
             post(&Event::Indexing { done, total, per_second: added as f64 / secs.max(1e-3) });
             yield_now().await;
         }
+        // The skipped list shows the name already.
+        let reason_of = |name: &str, e: String| e.strip_prefix(&format!("slide {name}: ")).map(str::to_string).unwrap_or(e);
+        for (name, opened) in slides {
+            if cancelled || STATE.with(|s| s.borrow().cancel.get()) {
+                cancelled = true;
+                break;
+            }
+            match opened {
+                Ok(slide) => match add_slide(&clip, &slide).await {
+                    Ok((n, stopped)) => {
+                        added += n;
+                        cancelled |= stopped;
+                    }
+                    Err(reason) => {
+                        skipped += 1;
+                        let reason = reason_of(&name, reason);
+                        post(&Event::Skipped { name, reason });
+                    }
+                },
+                Err(reason) => {
+                    skipped += 1;
+                    let reason = reason_of(&name, reason);
+                    post(&Event::Skipped { name, reason });
+                }
+            }
+        }
         STATE.with(|s| s.borrow().adding.set(false));
         save_index().await;
         let seconds = (js_sys::Date::now() - started) / 1000.0;
         post(&Event::Finished { added, skipped, cancelled, seconds });
         Ok(())
+    }
+
+    // ------------------------------------------------------------------ slides
+
+    /// Extensions that are whole-slide formats (read, or refused by name): never decoded as images.
+    const SLIDE_EXTENSIONS: [&str; 12] = ["svs", "ndpi", "mrxs", "isyntax", "czi", "vsi", "scn", "bif", "vms", "vmu", "dcm", "qptiff"];
+    /// A TIFF is a slide when it is tiled and pyramidal, or this large.
+    const SLIDE_PIXELS: u64 = 64 << 20;
+
+    fn extension(name: &str) -> String {
+        name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+    }
+
+    /// A slide opened (lazily: directories only) or the reason it cannot be.
+    type Opened = Result<Slide, String>;
+
+    /// Separates slides from images. `.dcm` files are grouped by folder into one DICOM series;
+    /// a TIFF is a slide when it is a tiled pyramid (or very large), else an image.
+    fn split_slides(files: Vec<File>, names: Vec<String>) -> (Vec<File>, Vec<String>, Vec<(String, Opened)>) {
+        let (mut images, mut image_names, mut slides) = (Vec::new(), Vec::new(), Vec::new());
+        let mut dicom: BTreeMap<String, Vec<Rc<dyn model_wasm::Source>>> = BTreeMap::new();
+        let source = |file: File, name: &str| app::models::WebFile::source(file, name.to_string());
+        for (file, name) in files.into_iter().zip(names) {
+            let ext = extension(&name);
+            if ext == "dcm" {
+                let folder = name.rsplit_once('/').map_or_else(|| name.clone(), |(d, _)| d.to_string());
+                match source(file, &name) {
+                    Ok(s) => dicom.entry(folder).or_default().push(s),
+                    Err(e) => slides.push((name, Err(e))),
+                }
+            } else if SLIDE_EXTENSIONS.contains(&ext.as_str()) {
+                let opened = source(file, &name).and_then(|s| Slide::open(&name, s).map_err(|e| e.to_string()));
+                slides.push((name, opened));
+            } else if ext == "tif" || ext == "tiff" {
+                let opened = source(file.clone(), &name).and_then(|s| Slide::open(&name, s).map_err(|e| e.to_string()));
+                match opened {
+                    Ok(sl) if sl.levels.len() > 1 || sl.width() as u64 * sl.height() as u64 > SLIDE_PIXELS => slides.push((name, Ok(sl))),
+                    // A format built on TIFF that is refused by name (NDPI, OME-TIFF, ...).
+                    Err(e) if e.contains(" is not supported: ") && !e.contains("without tiles") => slides.push((name, Err(e))),
+                    _ => {
+                        images.push(file);
+                        image_names.push(name);
+                    }
+                }
+            } else {
+                images.push(file);
+                image_names.push(name);
+            }
+        }
+        for (folder, files) in dicom {
+            slides.push((folder.clone(), Slide::open_dicom(&folder, files).map_err(|e| e.to_string())));
+        }
+        (images, image_names, slides)
+    }
+
+    /// Tiles a slide over its tissue and embeds every patch, in batches, with progress; patches
+    /// already in the collection (the same slide dropped again, e.g. after a reload cut an
+    /// earlier run short) are skipped before they are read, so a second drop resumes.
+    /// Returns (patches added, cancelled).
+    async fn add_slide(clip: &Rc<Clip>, slide: &Slide) -> Result<(usize, bool), String> {
+        let started = js_sys::Date::now();
+        let options = TilingOptions { patch: clip.input_size(), ..TilingOptions::default() };
+        let (_, mask, plan) = slide::prepare(slide, &options).map_err(|e| e.to_string())?;
+        let total = plan.patches.len();
+        post(&Event::SlideOpened {
+            name: slide.name.clone(),
+            format: slide.format.name().to_string(),
+            width: slide.width(),
+            height: slide.height(),
+            mpp: plan.mpp,
+            target_mpp: options.target_mpp,
+            level: plan.level,
+            patches: total,
+            tissue: mask.coverage(),
+            associated: slide.associated.iter().map(|a| a.kind.to_string()).collect(),
+        });
+        let fp = slide.fingerprint().map_err(|e| e.to_string())?;
+        let (mut added, mut done) = (0, 0);
+        for chunk in plan.patches.chunks(BATCH) {
+            if STATE.with(|s| s.borrow().cancel.get()) {
+                return Ok((added, true));
+            }
+            let mut batch = Vec::new();
+            for p in chunk {
+                let hash: [u8; 32] = {
+                    let mut h = Sha256::new();
+                    h.update(fp);
+                    h.update([p.x, p.y, p.size].map(u32::to_le_bytes).concat());
+                    h.finalize().into()
+                };
+                if STATE.with(|s| s.borrow().hashes.contains_key(&hash)) {
+                    continue;
+                }
+                let rgb = plan.read(slide, p).map_err(|e| e.to_string())?;
+                let name = format!("{} ({}, {})", slide.name, p.x, p.y);
+                let origin = Origin { slide: slide.name.clone(), x: p.x, y: p.y, size: p.size };
+                batch.push((name, hash, thumbnail(&rgb)?, clip.pixels_of(&rgb), origin));
+            }
+            done += chunk.len();
+            if !batch.is_empty() {
+                let pixels: Vec<Pixels> = batch.iter().map(|b| b.3.clone()).collect();
+                let embeddings = embed_images(&pixels).await?;
+                let items: Vec<collection::Item> = batch
+                    .into_iter()
+                    .zip(embeddings)
+                    .map(|((name, hash, thumb, _, origin), e)| index_item(name, hash, thumb, e, Some(origin)))
+                    .collect();
+                added += items.len();
+                commit(&items);
+            }
+            let secs = (js_sys::Date::now() - started) / 1000.0;
+            post(&Event::Indexing { done, total, per_second: done as f64 / secs.max(1e-3) });
+            yield_now().await;
+        }
+        Ok((added, false))
     }
 
     fn busy() -> Result<(), String> {
@@ -998,7 +1144,7 @@ mod worker {
                     duplicates += 1;
                     continue;
                 }
-                fresh.push(index_item(item.name.clone(), item.hash, item.thumb.clone(), item.embedding.clone()));
+                fresh.push(index_item(item.name.clone(), item.hash, item.thumb.clone(), item.embedding.clone(), item.origin.clone()));
             }
             added += fresh.len();
             commit(&fresh);

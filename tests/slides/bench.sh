@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Slide reader bench (not run by CI): writes a ~2 GB SVS-like BigTIFF (never committed), then
+# measures natively, in one run: opening, the tissue plan, patches/s for reading alone and for
+# reading + embedding with the demo model on the CPU, and peak memory; the same on the committed
+# tumour.svs. Results go to tests/slides/bench-results.md.
+#
+#   bash tests/slides/bench.sh [GB]      (needs python3 -m venv + pip: numpy scipy pillow tifffile imagecodecs)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+gb=${1:-2}
+venv=target/slide-bench/venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q numpy scipy pillow tifffile imagecodecs
+fi
+big=target/slide-bench/big.svs
+[ -f "$big" ] || "$venv/bin/python" tests/slides/generate.py --big "$big" "$gb"
+cargo build --release -q -p model-wasm --example slide_bench
+out=tests/slides/bench-results.md
+{
+  echo "# Slide reader bench ($(date -u +%Y-%m-%d), $(nproc) cores, one thread)"
+  echo
+  echo '```'
+  target/release/examples/slide_bench "$big" public/models/demo 20000
+  echo
+  target/release/examples/slide_bench tests/slides/data/tumour.svs public/models/demo 20000
+  echo '```'
+} | tee "$out"
