@@ -10,7 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
-pub mod collection;
+/// The collection file format, shared with `weights-tool embed --collection-out`.
+pub use model_wasm::collection;
+pub use model_wasm::collection::Origin;
 #[cfg(target_arch = "wasm32")]
 pub mod models;
 #[cfg(target_arch = "wasm32")]
@@ -206,14 +208,6 @@ pub struct Item {
     pub origin: Option<Origin>,
 }
 
-/// Where a patch lies in its slide: the square at (`x`, `y`) of side `size`, level-0 pixels.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Origin {
-    pub slide: String,
-    pub x: u32,
-    pub y: u32,
-    pub size: u32,
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Classification {

@@ -1,6 +1,6 @@
 //! Slide reading and tiling speed and memory, natively (`tests/slides/bench.sh` runs it).
 //!
-//!     cargo run --release -p model-wasm --example slide_bench -- SLIDE [MODEL_DIR] [PATCHES]
+//!     cargo run -p model-wasm --example slide_bench -- SLIDE [MODEL_DIR] [PATCHES]
 //!
 //! Prints: open time and bytes read by it; the tissue mask and patch plan (overview read and
 //! time); patches/s for reading alone (read + decode + resize to the model's input) over the

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod collection;
 pub mod config;
 pub mod convert;
 pub mod converted;

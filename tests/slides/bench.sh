@@ -15,14 +15,15 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 big=target/slide-bench/big.svs
 [ -f "$big" ] || "$venv/bin/python" tests/slides/generate.py --big "$big" "$gb"
-cargo build --release -q -p model-wasm --example slide_bench
+# The dev profile the tests and the app's dev build use (dependencies at opt-level 3).
+cargo build -q -p model-wasm --example slide_bench
 out=tests/slides/bench-results.md
 {
   echo "# Slide reader bench ($(date -u +%Y-%m-%d), $(nproc) cores, one thread)"
   echo
   echo '```'
-  target/release/examples/slide_bench "$big" public/models/demo 20000
+  target/debug/examples/slide_bench "$big" public/models/demo 20000
   echo
-  target/release/examples/slide_bench tests/slides/data/tumour.svs public/models/demo 20000
+  target/debug/examples/slide_bench tests/slides/data/tumour.svs public/models/demo 20000
   echo '```'
 } | tee "$out"

@@ -82,6 +82,10 @@ struct EmbedArgs {
     /// slide patch's RGB crop as <slide stem>_<x>_<y>.png.
     #[arg(long)]
     pixels_out: Option<PathBuf>,
+    /// Also write the embedded slide patches as an Obscura collection file that the app imports
+    /// ("Import collection"), with the model's manifest (a converted model only).
+    #[arg(long)]
+    collection_out: Option<PathBuf>,
     /// `json` (default) or `table`: cosine similarity of every image to every text.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
@@ -245,15 +249,36 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         min_tissue: args.min_tissue,
         mpp_override: args.slide_mpp,
     };
+    let manifest = args.model.join("manifest.json");
+    if args.collection_out.is_some() && (!manifest.exists() || args.slides.is_empty()) {
+        bail!("--collection-out needs --slide and a converted model (manifest.json): the app loads converted models; run `weights-tool convert` first");
+    }
+    let mut items = args.collection_out.as_ref().map(|_| Vec::new());
     let mut slides = Vec::new();
     for path in &args.slides {
-        match slide::embed(&clip, path, &options, args.batch, args.pixels_out.as_deref()).await {
+        match slide::embed(&clip, path, &options, args.batch, args.pixels_out.as_deref(), items.as_mut()).await {
             Ok(s) => slides.push(s),
             Err(e) => {
                 failures += 1;
                 eprintln!("weights-tool: skipped {e:#}");
             }
         }
+    }
+    if let (Some(out), Some(mut items)) = (&args.collection_out, items) {
+        let manifest_bytes = std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        use sha2::Digest;
+        let header = model_wasm::collection::Header {
+            format: model_wasm::collection::FORMAT,
+            model: args.model.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            manifest_sha256: model_wasm::collection::hex(&sha2::Sha256::digest(&manifest_bytes)),
+            dim: clip.config.projection_dim,
+        };
+        for (id, item) in items.iter_mut().enumerate() {
+            item.id = id as u64;
+        }
+        let refs: Vec<&model_wasm::collection::Item> = items.iter().collect();
+        std::fs::write(out, model_wasm::collection::write(&header, &refs)).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("weights-tool: wrote {} patches to {}", items.len(), out.display());
     }
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let (ids, text_emb) = clip.embed_texts(&texts).await?;

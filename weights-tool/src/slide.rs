@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use model_wasm::Clip;
+use model_wasm::collection::{self, Origin};
 use model_wasm::slide::{self, DiskFile, Slide, TilingOptions};
 use serde::Serialize;
 
@@ -55,9 +56,19 @@ pub fn open(path: &Path) -> anyhow::Result<Slide> {
     Ok(Slide::open(&name, DiskFile::open(path)?)?)
 }
 
-/// Tile and embed one slide; with `pixels_out`, write each patch as `<stem>_<x>_<y>.png`.
-pub async fn embed(clip: &Clip, path: &Path, options: &TilingOptions, batch: usize, pixels_out: Option<&Path>) -> anyhow::Result<SlideOut> {
+/// Tile and embed one slide; with `pixels_out`, write each patch as `<stem>_<x>_<y>.png`; with
+/// `items`, also append each patch as a collection item (thumbnail, hash and origin as the app
+/// makes them; ids are given later).
+pub async fn embed(
+    clip: &Clip,
+    path: &Path,
+    options: &TilingOptions,
+    batch: usize,
+    pixels_out: Option<&Path>,
+    mut items: Option<&mut Vec<collection::Item>>,
+) -> anyhow::Result<SlideOut> {
     let slide = open(path)?;
+    let fingerprint = slide.fingerprint()?;
     let started = Instant::now();
     let (_, mask, plan) = slide::prepare(&slide, options)?;
     let stem = path.file_stem().map_or("slide".into(), |s| s.to_string_lossy().into_owned());
@@ -65,8 +76,12 @@ pub async fn embed(clip: &Clip, path: &Path, options: &TilingOptions, batch: usi
     let total = plan.patches.len();
     for chunk in plan.patches.chunks(batch.max(1)) {
         let mut pixels = Vec::with_capacity(chunk.len());
+        let mut thumbs = Vec::new();
         for p in chunk {
             let rgb = plan.read(&slide, p)?;
+            if items.is_some() {
+                thumbs.push(collection::thumbnail(&rgb).map_err(anyhow::Error::msg)?);
+            }
             if let Some(dir) = pixels_out {
                 let file = dir.join(format!("{stem}_{}_{}.png", p.x, p.y));
                 image::save_buffer(&file, &rgb.data, rgb.width, rgb.height, image::ExtendedColorType::Rgb8)
@@ -75,6 +90,18 @@ pub async fn embed(clip: &Clip, path: &Path, options: &TilingOptions, batch: usi
             pixels.push(clip.pixels_of(&rgb));
         }
         let embeddings = clip.embed_images(&pixels).await?;
+        if let Some(items) = items.as_deref_mut() {
+            for ((p, e), thumb) in chunk.iter().zip(&embeddings).zip(thumbs) {
+                items.push(collection::Item {
+                    id: 0,
+                    hash: slide::patch_hash(&fingerprint, p),
+                    name: format!("{} ({}, {})", slide.name, p.x, p.y),
+                    thumb,
+                    embedding: e.clone(),
+                    origin: Some(Origin { slide: slide.name.clone(), x: p.x, y: p.y, size: p.size }),
+                });
+            }
+        }
         patches.extend(chunk.iter().zip(embeddings).map(|(p, embedding)| PatchOut { x: p.x, y: p.y, size: p.size, tissue: p.tissue, embedding }));
         let secs = started.elapsed().as_secs_f64();
         eprint!("\r{}: patches {} of {total}, {:.1}/s   ", slide.name, patches.len(), patches.len() as f64 / secs.max(1e-9));

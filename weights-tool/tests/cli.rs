@@ -176,3 +176,52 @@ fn embed_slide_tiles_embeds_and_writes_patches() {
     }
     std::fs::remove_dir_all(&out_dir).ok();
 }
+
+/// `embed --slide --collection-out`: a collection file the app imports, one item per patch,
+/// with the patch's origin and the model's manifest hash.
+#[test]
+fn embed_slide_writes_a_collection_the_app_reads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = root.join("public/models/demo");
+    let out = std::env::temp_dir().join(format!("weights-tool-slide-{}.obscura", std::process::id()));
+    let output = tool()
+        .args(["embed", "--backend", "cpu", "--model"])
+        .arg(&model)
+        .arg("--slide")
+        .arg(root.join("tests/slides/data/tumour.svs"))
+        .arg("--collection-out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let patches = json["slides"][0]["patches"].as_array().unwrap();
+    let parsed = model_wasm::collection::parse_whole(&std::fs::read(&out).unwrap()).unwrap();
+    use sha2::Digest;
+    let manifest = sha2::Sha256::digest(std::fs::read(model.join("manifest.json")).unwrap());
+    assert_eq!(parsed.header.manifest_sha256, model_wasm::collection::hex(&manifest));
+    assert_eq!(parsed.header.dim, 64);
+    assert_eq!(parsed.items.len(), patches.len());
+    let hashes: std::collections::HashSet<_> = parsed.items.iter().map(|i| i.hash).collect();
+    assert_eq!(hashes.len(), patches.len(), "every patch has its own hash");
+    for (item, p) in parsed.items.iter().zip(patches) {
+        let o = item.origin.as_ref().expect("a patch keeps its origin");
+        assert_eq!((o.slide.as_str(), o.x as u64, o.y as u64), ("tumour.svs", p["x"].as_u64().unwrap(), p["y"].as_u64().unwrap()));
+        assert_eq!(&item.thumb[..2], &[0xFF, 0xD8], "a JPEG thumbnail");
+        let e = floats(&p["embedding"]);
+        assert!(item.embedding.iter().zip(&e).all(|(a, b)| (*a as f64 - b).abs() < 1e-6));
+    }
+    // Without a converted model or a slide it is refused, by reason.
+    let refused = tool()
+        .args(["embed", "--backend", "cpu", "--model"])
+        .arg(root.join("demo/checkpoint"))
+        .arg("--slide")
+        .arg(root.join("tests/slides/data/tumour.svs"))
+        .arg("--collection-out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("converted model"));
+    std::fs::remove_file(&out).ok();
+}

@@ -41,7 +41,6 @@ mod worker {
     const CACHE: &str = "obscura-models-v1";
     /// Images per encoder call: large enough to keep the GPU busy, small enough for steady progress.
     const BATCH: usize = 8;
-    const THUMB: u32 = 160;
 
     /// What the worker keeps of an indexed image (its thumbnail lives only in the stored file).
     struct Entry {
@@ -777,18 +776,7 @@ mod worker {
     }
 
     fn thumbnail(img: &preprocess::Rgb8) -> Result<Vec<u8>, String> {
-        let scale = THUMB as f64 / img.width.max(img.height) as f64;
-        let small = if scale < 1.0 {
-            let (w, h) = (((img.width as f64 * scale).round() as u32).max(1), ((img.height as f64 * scale).round() as u32).max(1));
-            preprocess::resize(img, w, h, preprocess::Resample::Bilinear)
-        } else {
-            img.clone()
-        };
-        let mut out = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82)
-            .encode(&small.data, small.width, small.height, image::ExtendedColorType::Rgb8)
-            .map_err(|e| e.to_string())?;
-        Ok(out)
+        collection::thumbnail(img)
     }
 
     struct Prepared {
@@ -1025,12 +1013,7 @@ mod worker {
             }
             let mut batch = Vec::new();
             for p in chunk {
-                let hash: [u8; 32] = {
-                    let mut h = Sha256::new();
-                    h.update(fp);
-                    h.update([p.x, p.y, p.size].map(u32::to_le_bytes).concat());
-                    h.finalize().into()
-                };
+                let hash = slide::patch_hash(&fp, p);
                 if STATE.with(|s| s.borrow().hashes.contains_key(&hash)) {
                     continue;
                 }

@@ -403,6 +403,19 @@ impl Slide {
     }
 }
 
+/// A patch's identity in a collection: the slide's [`Slide::fingerprint`] and the patch's square.
+/// The worker and `weights-tool` compute it alike, so a slide embedded natively and imported is
+/// not embedded again when the slide is dropped in the tab.
+pub fn patch_hash(fingerprint: &[u8; 32], patch: &Patch) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(fingerprint);
+    for v in [patch.x, patch.y, patch.size] {
+        h.update(v.to_le_bytes());
+    }
+    h.finalize().into()
+}
+
 /// Long side of the overview the tissue mask is computed on. At 1024 px a 100,000-px slide's
 /// mask pixel is ~100 level-0 pixels, finer than any patch.
 pub const OVERVIEW_SIDE: u32 = 1024;

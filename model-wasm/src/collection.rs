@@ -1,6 +1,7 @@
 //! The collection file: how the app keeps a collection across reloads (in the origin-private file
 //! system) and how it exports and imports one. One format for both, so an export is exactly what
-//! the app would reload.
+//! the app would reload. `weights-tool embed --collection-out` writes it too (slides embedded
+//! natively, then imported in the tab), so it lives here, beside the model whose manifest it names.
 //!
 //! ```text
 //! "OBSCOLL1"  u32 header length  header (JSON: format, model, manifest sha256, dim)  u32 crc32
@@ -27,6 +28,34 @@ const ADD: u8 = 1;
 const REMOVE: u8 = 2;
 const ADD_PATCH: u8 = 3;
 
+/// Where a slide patch lies in its slide: the square at (`x`, `y`) of side `size`, level-0 pixels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub slide: String,
+    pub x: u32,
+    pub y: u32,
+    pub size: u32,
+}
+
+/// Long side of a stored thumbnail, in pixels.
+pub const THUMB: u32 = 160;
+
+/// The JPEG thumbnail stored with an item: at most [`THUMB`] pixels on the long side.
+pub fn thumbnail(img: &crate::Rgb8) -> Result<Vec<u8>, String> {
+    let scale = THUMB as f64 / img.width.max(img.height) as f64;
+    let small = if scale < 1.0 {
+        let (w, h) = (((img.width as f64 * scale).round() as u32).max(1), ((img.height as f64 * scale).round() as u32).max(1));
+        crate::preprocess::resize(img, w, h, crate::preprocess::Resample::Bilinear)
+    } else {
+        img.clone()
+    };
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82)
+        .encode(&small.data, small.width, small.height, image::ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 /// Which model made the embeddings. Collections of different models never mix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -46,7 +75,7 @@ pub struct Item {
     pub thumb: Vec<u8>,
     pub embedding: Vec<f32>,
     /// Where a slide patch came from; `None` for an image file.
-    pub origin: Option<crate::Origin>,
+    pub origin: Option<Origin>,
 }
 
 #[derive(Debug, PartialEq, thiserror::Error)]
@@ -192,7 +221,7 @@ fn parse_add(body: &[u8], dim: usize, patch: bool) -> Result<Item, Error> {
         if r.at != body.len() {
             return Err(bad());
         }
-        Some(crate::Origin { slide, x: v[0], y: v[1], size: v[2] })
+        Some(Origin { slide, x: v[0], y: v[1], size: v[2] })
     } else {
         None
     };
@@ -286,7 +315,7 @@ mod tests {
     #[test]
     fn slide_patches_keep_their_origin_and_format_1_files_still_read() {
         let patch = Item {
-            origin: Some(crate::Origin { slide: "case 3/tumour.svs".into(), x: 1536, y: 768, size: 192 }),
+            origin: Some(Origin { slide: "case 3/tumour.svs".into(), x: 1536, y: 768, size: 192 }),
             ..item(7, "tumour.svs (1536, 768)")
         };
         let file = write(&header(), &[&item(0, "a.png"), &patch]);
