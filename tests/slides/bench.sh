@@ -19,7 +19,7 @@ big=target/slide-bench/big.svs
 cargo build -q -p model-wasm --example slide_bench
 out=tests/slides/bench-results.md
 {
-  echo "# Slide reader bench ($(date -u +%Y-%m-%d), $(nproc) cores, one thread)"
+  echo "# Slide reader bench ($(date -u +%Y-%m-%d), $(nproc) cores: the reader on one thread, the CPU encoder on all)"
   echo
   echo '```'
   target/debug/examples/slide_bench "$big" public/models/demo 20000
