@@ -270,3 +270,73 @@ fn text_search_finds_the_tumour_region() {
         assert!(hits >= 40, "\"{query}\": {hits}/50 in the tumour");
     }
 }
+
+/// Damaged copies of every variant (bytes flipped in the headers or anywhere, or cut short):
+/// opening, reading every tile and planning may fail, with an error, and never panic.
+#[test]
+fn damaged_copies_are_errors_never_panics() {
+    let files = [
+        "small-jpeg.svs",
+        "small-jpeg-bigtiff.svs",
+        "small-jpeg-rgb.svs",
+        "small-lzw.tif",
+        "small-deflate.tif",
+        "small-j2k-ycbcr.svs",
+        "small-dicom/level-0.dcm",
+    ];
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let options = TilingOptions { patch: 64, ..Default::default() };
+    let (mut opened, mut refused) = (0, 0);
+    for file in files {
+        let data = std::fs::read(data().join(file)).unwrap();
+        for copy in 0..60 {
+            let mut bad = data.clone();
+            match copy % 3 {
+                0 => bad.truncate((next() % data.len() as u64) as usize),
+                1 => {
+                    for _ in 0..1 + next() % 8 {
+                        let at = (next() % 4096.min(data.len()) as u64) as usize;
+                        bad[at] = next() as u8;
+                    }
+                }
+                _ => {
+                    for _ in 0..1 + next() % 8 {
+                        let at = (next() % data.len() as u64) as usize;
+                        bad[at] = next() as u8;
+                    }
+                }
+            }
+            let name = file.rsplit('/').next().unwrap();
+            let run = std::panic::catch_unwind(|| match Slide::open(name, Bytes::source(name, bad)) {
+                Ok(s) => {
+                    for (level, l) in s.levels.iter().enumerate() {
+                        for ty in 0..l.tiles_down() {
+                            for tx in 0..l.tiles_across() {
+                                let _ = s.tile(level, tx, ty);
+                            }
+                        }
+                    }
+                    let _ = slide::prepare(&s, &options).map(|(_, _, plan)| plan.patches.iter().filter(|p| plan.read(&s, p).is_ok()).count());
+                    true
+                }
+                Err(e) => {
+                    assert!(matches!(e, Error::Slide { .. }), "{e:?}");
+                    false
+                }
+            });
+            match run {
+                Ok(true) => opened += 1,
+                Ok(false) => refused += 1,
+                Err(_) => panic!("{file}, damaged copy {copy}: the reader panicked"),
+            }
+        }
+    }
+    eprintln!("{} damaged copies: {opened} opened (damage in tile data), {refused} refused", opened + refused);
+    assert!(refused > 50 && opened > 50, "{opened} opened, {refused} refused");
+}

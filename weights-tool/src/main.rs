@@ -217,6 +217,7 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
 
     // Decode everything first: a bad image is reported and skipped, the rest are embedded.
     let mut failures = 0usize;
+    let mut slide_failures = 0usize;
     let mut ok: Vec<(String, Pixels)> = Vec::new();
     for path in expand(&args.images)? {
         let name = path.display().to_string();
@@ -257,9 +258,15 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let mut slides = Vec::new();
     for path in &args.slides {
         match slide::embed(&clip, path, &options, args.batch, args.pixels_out.as_deref(), items.as_mut()).await {
-            Ok(s) => slides.push(s),
+            Ok(s) => {
+                if s.unreadable > 0 {
+                    slide_failures += 1;
+                    eprintln!("weights-tool: {}: {} of {} patches could not be read", s.path, s.unreadable, s.unreadable + s.patches.len());
+                }
+                slides.push(s)
+            }
             Err(e) => {
-                failures += 1;
+                slide_failures += 1;
                 eprintln!("weights-tool: skipped {e:#}");
             }
         }
@@ -304,8 +311,13 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         Format::Table => write_table(&mut stdout, &out)?,
     }
     writeln!(stdout)?;
+    if slide_failures > 0 {
+        eprintln!("weights-tool: {slide_failures} slide(s) could not be embedded whole");
+    }
     if failures > 0 {
-        eprintln!("weights-tool: {failures} image(s) or slide(s) could not be embedded");
+        eprintln!("weights-tool: {failures} image(s) could not be embedded");
+    }
+    if failures + slide_failures > 0 {
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)

@@ -24,6 +24,8 @@ pub struct SlideOut {
     /// Fraction of the slide that is tissue, and the saturation threshold that found it.
     pub tissue: f64,
     pub tissue_threshold: u8,
+    /// Patches that could not be read (a damaged tile); the others are embedded.
+    pub unreadable: usize,
     pub patches: Vec<PatchOut>,
 }
 
@@ -74,11 +76,24 @@ pub async fn embed(
     let stem = path.file_stem().map_or("slide".into(), |s| s.to_string_lossy().into_owned());
     let mut patches = Vec::with_capacity(plan.patches.len());
     let total = plan.patches.len();
+    let mut unreadable = 0;
     for chunk in plan.patches.chunks(batch.max(1)) {
         let mut pixels = Vec::with_capacity(chunk.len());
         let mut thumbs = Vec::new();
+        let mut kept = Vec::with_capacity(chunk.len());
         for p in chunk {
-            let rgb = plan.read(&slide, p)?;
+            // A damaged tile loses the patches on it, not the slide.
+            let rgb = match plan.read(&slide, p) {
+                Ok(rgb) => rgb,
+                Err(e) => {
+                    if unreadable == 0 {
+                        eprintln!("\nweights-tool: {e:#}");
+                    }
+                    unreadable += 1;
+                    continue;
+                }
+            };
+            kept.push(*p);
             if items.is_some() {
                 thumbs.push(collection::thumbnail(&rgb).map_err(anyhow::Error::msg)?);
             }
@@ -89,9 +104,12 @@ pub async fn embed(
             }
             pixels.push(clip.pixels_of(&rgb));
         }
+        if kept.is_empty() {
+            continue;
+        }
         let embeddings = clip.embed_images(&pixels).await?;
         if let Some(items) = items.as_deref_mut() {
-            for ((p, e), thumb) in chunk.iter().zip(&embeddings).zip(thumbs) {
+            for ((p, e), thumb) in kept.iter().zip(&embeddings).zip(thumbs) {
                 items.push(collection::Item {
                     id: 0,
                     hash: slide::patch_hash(&fingerprint, p),
@@ -102,7 +120,7 @@ pub async fn embed(
                 });
             }
         }
-        patches.extend(chunk.iter().zip(embeddings).map(|(p, embedding)| PatchOut { x: p.x, y: p.y, size: p.size, tissue: p.tissue, embedding }));
+        patches.extend(kept.iter().zip(embeddings).map(|(p, embedding)| PatchOut { x: p.x, y: p.y, size: p.size, tissue: p.tissue, embedding }));
         let secs = started.elapsed().as_secs_f64();
         eprint!("\r{}: patches {} of {total}, {:.1}/s   ", slide.name, patches.len(), patches.len() as f64 / secs.max(1e-9));
     }
@@ -117,6 +135,7 @@ pub async fn embed(
         height: slide.height(),
         tissue: mask.coverage(),
         tissue_threshold: mask.threshold,
+        unreadable,
         patches,
     })
 }

@@ -225,3 +225,29 @@ fn embed_slide_writes_a_collection_the_app_reads() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("converted model"));
     std::fs::remove_file(&out).ok();
 }
+
+/// A slide with a damaged tile: the patches on that tile are reported, the others embedded.
+#[test]
+fn a_damaged_tile_loses_its_patches_not_the_slide() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = tool()
+        .args(["embed", "--backend", "cpu", "--model"])
+        .arg(root.join("public/models/demo"))
+        .arg("--slide")
+        .arg(root.join("tests/slides/data/refused/corrupt-tile.svs"))
+        // 0.25 µm/px reads level 0, where tile 5 (x 0-127, y 128-255) is zeroed.
+        .args(["--mpp", "0.25", "--min-tissue", "0.3"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("corrupt") && stderr.contains("tile 0,1 of level 0"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let s = &json["slides"][0];
+    let (bad, good) = (s["unreadable"].as_u64().unwrap(), s["patches"].as_array().unwrap().len() as u64);
+    assert!((1..=4).contains(&bad) && good >= 10, "{bad} unreadable, {good} embedded");
+    for p in s["patches"].as_array().unwrap() {
+        let (x, y) = (p["x"].as_u64().unwrap(), p["y"].as_u64().unwrap());
+        assert!(!(x < 128 && y + 96 > 128 && y < 256), "a patch on the damaged tile was embedded: {x},{y}");
+    }
+}

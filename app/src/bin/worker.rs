@@ -954,7 +954,8 @@ mod worker {
         for (file, name) in files.into_iter().zip(names) {
             let ext = extension(&name);
             if ext == "dcm" {
-                let folder = name.rsplit_once('/').map_or_else(|| name.clone(), |(d, _)| d.to_string());
+                // One series per folder; files chosen without a folder form one series together.
+                let folder = name.rsplit_once('/').map_or_else(String::new, |(d, _)| d.to_string());
                 match source(file, &name) {
                     Ok(s) => dicom.entry(folder).or_default().push(s),
                     Err(e) => slides.push((name, Err(e))),
@@ -963,11 +964,20 @@ mod worker {
                 let opened = source(file, &name).and_then(|s| Slide::open(&name, s).map_err(|e| e.to_string()));
                 slides.push((name, opened));
             } else if ext == "tif" || ext == "tiff" {
-                let opened = source(file.clone(), &name).and_then(|s| Slide::open(&name, s).map_err(|e| e.to_string()));
+                let opened = match source(file.clone(), &name) {
+                    Ok(s) => Slide::open(&name, s),
+                    Err(e) => Err(model_wasm::Error::Input(e)),
+                };
+                let opened_message = opened.as_ref().err().map(ToString::to_string);
                 match opened {
                     Ok(sl) if sl.levels.len() > 1 || sl.width() as u64 * sl.height() as u64 > SLIDE_PIXELS => slides.push((name, Ok(sl))),
-                    // A format built on TIFF that is refused by name (NDPI, OME-TIFF, ...).
-                    Err(e) if e.contains(" is not supported: ") && !e.contains("without tiles") => slides.push((name, Err(e))),
+                    // A slide format built on TIFF, refused by name. Anything else (a grey or
+                    // 16-bit TIFF, a plain stripped one) goes to the image decoder.
+                    Err(model_wasm::Error::Slide { problem: slide::Problem::Refused { format, .. }, .. })
+                        if slide::TIFF_SLIDE_FORMATS.contains(&format) =>
+                    {
+                        slides.push((name.clone(), Err(opened_message.unwrap_or_default())))
+                    }
                     _ => {
                         images.push(file);
                         image_names.push(name);
@@ -979,7 +989,8 @@ mod worker {
             }
         }
         for (folder, files) in dicom {
-            slides.push((folder.clone(), Slide::open_dicom(&folder, files).map_err(|e| e.to_string())));
+            let label = if folder.is_empty() { files[0].name().to_string() } else { folder };
+            slides.push((label.clone(), Slide::open_dicom(&label, files).map_err(|e| e.to_string())));
         }
         (images, image_names, slides)
     }
@@ -1007,6 +1018,8 @@ mod worker {
         });
         let fp = slide.fingerprint().map_err(|e| e.to_string())?;
         let (mut added, mut done) = (0, 0);
+        let mut unreadable = 0;
+        let mut first_error: Option<String> = None;
         for chunk in plan.patches.chunks(BATCH) {
             if STATE.with(|s| s.borrow().cancel.get()) {
                 return Ok((added, true));
@@ -1017,7 +1030,15 @@ mod worker {
                 if STATE.with(|s| s.borrow().hashes.contains_key(&hash)) {
                     continue;
                 }
-                let rgb = plan.read(slide, p).map_err(|e| e.to_string())?;
+                // A damaged tile loses the patches on it, not the slide.
+                let rgb = match plan.read(slide, p) {
+                    Ok(rgb) => rgb,
+                    Err(e) => {
+                        unreadable += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                        continue;
+                    }
+                };
                 let name = format!("{} ({}, {})", slide.name, p.x, p.y);
                 let origin = Origin { slide: slide.name.clone(), x: p.x, y: p.y, size: p.size };
                 batch.push((name, hash, thumbnail(&rgb)?, clip.pixels_of(&rgb), origin));
@@ -1037,6 +1058,13 @@ mod worker {
             let secs = (js_sys::Date::now() - started) / 1000.0;
             post(&Event::Indexing { done, total, per_second: done as f64 / secs.max(1e-3) });
             yield_now().await;
+        }
+        if let Some(e) = first_error {
+            let e = e.strip_prefix(&format!("slide {}: ", slide.name)).map(str::to_string).unwrap_or(e);
+            post(&Event::Skipped {
+                name: slide.name.clone(),
+                reason: format!("{unreadable} of {total} patches could not be read, the others were added ({e})"),
+            });
         }
         Ok((added, false))
     }

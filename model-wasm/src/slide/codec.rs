@@ -48,12 +48,7 @@ impl Codec {
         let need = width as usize * height as usize * 3;
         let samples = match self {
             Self::Raw { predictor } => unpredict(data.to_vec(), need, width, *predictor)?,
-            Self::Lzw { predictor } => {
-                let out = weezl::decode::Decoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8)
-                    .decode(data)
-                    .map_err(|e| Problem::Corrupt(format!("LZW data: {e}")))?;
-                unpredict(out, need, width, *predictor)?
-            }
+            Self::Lzw { predictor } => unpredict(lzw(data, need)?, need, width, *predictor)?,
             Self::Deflate { predictor } => {
                 let out = miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, need)
                     .map_err(|e| Problem::Corrupt(format!("deflate data: {e}")))?;
@@ -65,6 +60,27 @@ impl Codec {
         debug_assert_eq!(samples.len(), need);
         Ok(samples)
     }
+}
+
+/// LZW into a buffer of the tile's size: never more output than the tile holds, and a stream
+/// without its end-of-information code is accepted once the tile is full.
+fn lzw(data: &[u8], need: usize) -> Result<Vec<u8>, Problem> {
+    let mut out = vec![0u8; need];
+    let mut decoder = weezl::decode::Decoder::with_tiff_size_switch(weezl::BitOrder::Msb, 8);
+    let (mut read, mut written) = (0, 0);
+    while written < need {
+        let r = decoder.decode_bytes(&data[read..], &mut out[written..]);
+        read += r.consumed_in;
+        written += r.consumed_out;
+        match r.status {
+            Ok(weezl::LzwStatus::Done) => break,
+            Ok(weezl::LzwStatus::Ok) if r.consumed_in > 0 || r.consumed_out > 0 => {}
+            Ok(_) => break,
+            Err(e) => return Err(Problem::Corrupt(format!("LZW data: {e}"))),
+        }
+    }
+    out.truncate(written);
+    Ok(out)
 }
 
 fn unpredict(mut data: Vec<u8>, need: usize, width: u32, predictor: u16) -> Result<Vec<u8>, Problem> {
@@ -197,18 +213,18 @@ fn jpeg(tile: &[u8], tables: Option<&[u8]>, colour: JpegColour, width: u32, heig
         }
         JpegColour::YCbCr => mark_ycbcr(&mut data),
     }
+    // The tile's size bounds what the stream may claim (plus a partial MCU).
     let options = zune_jpeg::zune_core::options::DecoderOptions::default()
         .jpeg_set_out_colorspace(zune_jpeg::zune_core::colorspace::ColorSpace::RGB)
+        .set_max_width(width as usize + 16)
+        .set_max_height(height as usize + 16)
         .set_strict_mode(true);
     let mut decoder =
         zune_jpeg::JpegDecoder::new_with_options(zune_jpeg::zune_core::bytestream::ZCursor::new(&data[..]), options);
     let pixels = decoder.decode().map_err(|e| Problem::Corrupt(format!("JPEG tile: {e:?}")))?;
     let info = decoder.info().ok_or_else(|| Problem::Corrupt("JPEG tile without a frame header".into()))?;
-    let (w, h) = (info.width as u32, info.height as u32);
-    if info.components == 1 {
-        return fit(pixels.iter().flat_map(|&v| [v, v, v]).collect(), w, h, width, height);
-    }
-    fit(pixels, w, h, width, height)
+    // Grey tiles come out as RGB too (the output colour space asks for it).
+    fit(pixels, info.width as u32, info.height as u32, width, height)
 }
 
 /// A tile whose stream is larger than the tile grid (some encoders round up to whole MCUs) is
@@ -235,6 +251,9 @@ fn jpeg2000(data: &[u8], ycbcr: bool, width: u32, height: u32) -> Result<Vec<u8>
     let image = hayro_jpeg2000::Image::new(data, &settings)
         .map_err(|e| Problem::Corrupt(format!("JPEG 2000 tile: {e:?}")))?;
     let (w, h) = (image.width(), image.height());
+    if w > width + 16 || h > height + 16 {
+        return Err(Problem::Corrupt(format!("a JPEG 2000 tile claims {w}x{h}, the level's tiles are {width}x{height}")));
+    }
     let mut ctx = hayro_jpeg2000::DecoderContext::default();
     let decoded = image.decode(&mut ctx).map_err(|e| Problem::Corrupt(format!("JPEG 2000 tile: {e:?}")))?;
     let channels = decoded.components().len();

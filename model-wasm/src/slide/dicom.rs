@@ -73,25 +73,36 @@ fn read(src: &dyn Source, offset: u64, len: u64) -> Result<Vec<u8>, Problem> {
 }
 
 /// Parse elements from `buf` (which starts at file offset `base`) until the pixel data.
-/// Returns false when `buf` ended before the pixel data (read more and retry).
+/// Returns false when `buf` ended before the pixel data (read more and retry). Lengths are
+/// checked before use: a claimed length past the buffer means "read more", never a panic.
 fn parse(buf: &[u8], base: u64, out: &mut Elements, depth: u32) -> Result<bool, Problem> {
+    if depth > 16 {
+        return Err(Problem::Corrupt("sequences nested more than 16 deep".into()));
+    }
+    // Sequences of undefined length are parsed in place; `nest` counts how many we are inside,
+    // so their elements (an icon image's pixel data) are not taken for the top level's.
+    let mut nest = 0u32;
     let mut pos = 0usize;
+    let end_of = |start: usize, len: u32| start.checked_add(len as usize).filter(|&e| e <= buf.len());
     while pos + 8 <= buf.len() {
         let group = u16::from_le_bytes([buf[pos], buf[pos + 1]]);
         let element = u16::from_le_bytes([buf[pos + 2], buf[pos + 3]]);
         let tag = (group as u32) << 16 | element as u32;
-        if tag == ITEM_END || tag == SEQUENCE_END {
+        if tag == ITEM_END {
             pos += 8;
             continue;
         }
+        if tag == SEQUENCE_END {
+            nest = nest.saturating_sub(1);
+            pos += 8;
+            continue;
+        }
+        let top = depth == 0 && nest == 0;
         if tag == ITEM {
             let len = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().unwrap());
             pos += 8;
             if len != u32::MAX {
-                let end = pos + len as usize;
-                if end > buf.len() {
-                    return Ok(false);
-                }
+                let Some(end) = end_of(pos, len) else { return Ok(false) };
                 parse(&buf[pos..end], base + pos as u64, out, depth + 1)?;
                 pos = end;
             }
@@ -111,33 +122,48 @@ fn parse(buf: &[u8], base: u64, out: &mut Elements, depth: u32) -> Result<bool, 
             (u16::from_le_bytes([buf[pos + 6], buf[pos + 7]]) as u32, 8)
         };
         let start = pos + head;
-        if tag == TAG_PIXEL_DATA && depth == 0 {
+        if tag == TAG_PIXEL_DATA && top {
             out.pixel_data = Some((base + start as u64, (len != u32::MAX).then_some(len as u64)));
             return Ok(true);
         }
         if &vr == b"SQ" {
             if len == u32::MAX {
-                // Undefined length: items follow inline until the sequence delimiter; parse
-                // them in place (the loop above handles items and delimiters).
+                nest += 1;
                 pos = start;
                 continue;
             }
-            let end = start + len as usize;
-            if end > buf.len() {
-                return Ok(false);
-            }
+            let Some(end) = end_of(start, len) else { return Ok(false) };
             parse(&buf[start..end], base + start as u64, out, depth + 1)?;
             pos = end;
             continue;
         }
         if len == u32::MAX {
+            if tag == TAG_PIXEL_DATA {
+                // Encapsulated pixel data of a nested image (an icon): skip its fragments up to
+                // their sequence delimiter without reading them as elements.
+                pos = start;
+                loop {
+                    if pos + 8 > buf.len() {
+                        return Ok(false);
+                    }
+                    let t = (u16::from_le_bytes([buf[pos], buf[pos + 1]]) as u32) << 16 | u16::from_le_bytes([buf[pos + 2], buf[pos + 3]]) as u32;
+                    let l = u32::from_le_bytes(buf[pos + 4..pos + 8].try_into().unwrap());
+                    pos += 8;
+                    if t == SEQUENCE_END {
+                        break;
+                    }
+                    if t != ITEM {
+                        return Err(Problem::Corrupt("a nested image's pixel data is not a sequence of fragments".into()));
+                    }
+                    let Some(end) = end_of(pos, l) else { return Ok(false) };
+                    pos = end;
+                }
+                continue;
+            }
             return Err(Problem::Corrupt(format!("element {tag:08X} of undefined length")));
         }
-        let end = start + len as usize;
-        if end > buf.len() {
-            return Ok(false);
-        }
-        if tag == TAG_EXTENDED_OFFSETS && depth == 0 {
+        let Some(end) = end_of(start, len) else { return Ok(false) };
+        if tag == TAG_EXTENDED_OFFSETS && top {
             out.extended_offsets = Some(buf[start..end].to_vec());
         } else if len <= 4096 {
             out.values.entry(tag).or_insert_with(|| buf[start..end].to_vec());
@@ -154,6 +180,9 @@ fn transfer_syntax(src: &dyn Source) -> Result<(String, u64), Problem> {
         return Err(Problem::Corrupt("no file meta information group".into()));
     }
     let group_len = u32::from_le_bytes(head[8..12].try_into().unwrap()) as u64;
+    if group_len > 64 << 10 {
+        return Err(Problem::Corrupt(format!("a file meta group of {group_len} bytes")));
+    }
     let meta = read(src, 144, group_len)?;
     let mut e = Elements::default();
     parse(&meta, 144, &mut e, 1)?;
@@ -186,24 +215,35 @@ struct Instance {
     height: u32,
 }
 
-fn instance(index: usize, name: &str, src: &dyn Source) -> Result<Instance, Problem> {
+/// Header bytes read at most, looking for the pixel data.
+const MAX_HEADER: u64 = 64 << 20;
+
+/// One instance of the folder; `Ok(None)` for one that is not a WSI image (an annotation, a
+/// structured report): skipped, not an error for the slide.
+fn instance(index: usize, name: &str, src: &dyn Source) -> Result<Option<Instance>, Problem> {
     let (syntax, start) = transfer_syntax(src)?;
     let mut want = 64 << 10;
     let e = loop {
         let len = want.min(src.len().saturating_sub(start));
         let buf = read(src, start, len)?;
         let mut e = Elements::default();
-        if parse(&buf, start, &mut e, 0)? {
+        let found = parse(&buf, start, &mut e, 0)?;
+        if e.text(TAG_SOP_CLASS).is_some_and(|sop| sop != WSI_SOP_CLASS) {
+            return Ok(None);
+        }
+        if found {
             break e;
         }
         if start + len >= src.len() {
             return Err(Problem::Truncated(format!("{name} has no pixel data")));
         }
+        if want >= MAX_HEADER {
+            return Err(Problem::Corrupt(format!("{name}: no pixel data in its first {} MB", MAX_HEADER >> 20)));
+        }
         want *= 4;
     };
-    let sop = e.text(TAG_SOP_CLASS).unwrap_or_default();
-    if sop != WSI_SOP_CLASS {
-        return Err(Problem::Unsupported(format!("{name} is not a VL Whole Slide Microscopy image (SOP class {sop})")));
+    if e.text(TAG_SOP_CLASS).is_none() {
+        return Ok(None);
     }
     let image_type = e.text(TAG_IMAGE_TYPE).unwrap_or_default().to_ascii_uppercase();
     let width = e.u32(TAG_MATRIX_COLUMNS).unwrap_or(0);
@@ -211,7 +251,7 @@ fn instance(index: usize, name: &str, src: &dyn Source) -> Result<Instance, Prob
     let series = e.text(TAG_SERIES_UID).unwrap_or_default();
     let base = Instance { series, image_type: image_type.clone(), level: None, mpp: None, width, height };
     if !image_type.contains("VOLUME") {
-        return Ok(base);
+        return Ok(Some(base));
     }
     if let Some(org) = e.text(TAG_DIMENSION_ORG)
         && org == "TILED_SPARSE" {
@@ -228,11 +268,14 @@ fn instance(index: usize, name: &str, src: &dyn Source) -> Result<Instance, Prob
     let codec = syntax_codec(&syntax, &photometric)?;
     let tile_w = e.u16(TAG_COLUMNS).unwrap_or(0) as u32;
     let tile_h = e.u16(TAG_ROWS).unwrap_or(0) as u32;
-    if width == 0 || height == 0 || tile_w == 0 || tile_h == 0 {
+    if width == 0 || height == 0 || tile_w == 0 || tile_h == 0 || tile_w > 8192 || tile_h > 8192 || width > 1 << 30 || height > 1 << 30 {
         return Err(Problem::Corrupt(format!("{name}: image {width}x{height}, frames {tile_w}x{tile_h}")));
     }
-    let frames = e.number(TAG_FRAMES).unwrap_or(1.0) as u64;
+    let frames = e.number(TAG_FRAMES).unwrap_or(1.0).clamp(0.0, u64::MAX as f64) as u64;
     let tiles = width.div_ceil(tile_w) as u64 * height.div_ceil(tile_h) as u64;
+    if tiles > super::tiff::MAX_TILES {
+        return Err(Problem::Corrupt(format!("{name}: {tiles} tiles")));
+    }
     let planes = e.u16(TAG_FOCAL_PLANES).unwrap_or(1).max(1) as u64 * e.u32(TAG_OPTICAL_PATHS).unwrap_or(1).max(1) as u64;
     if frames < tiles || (planes == 1 && frames != tiles) {
         return Err(Problem::Corrupt(format!("{name}: {frames} frames for {tiles} tiles")));
@@ -263,7 +306,7 @@ fn instance(index: usize, name: &str, src: &dyn Source) -> Result<Instance, Prob
             (o, c, codec)
         }
     };
-    Ok(Instance {
+    Ok(Some(Instance {
         level: Some(Level {
             width,
             height,
@@ -275,7 +318,7 @@ fn instance(index: usize, name: &str, src: &dyn Source) -> Result<Instance, Prob
         }),
         mpp,
         ..base
-    })
+    }))
 }
 
 /// Offsets and lengths of the first `frames` frames of encapsulated pixel data starting at
@@ -295,7 +338,7 @@ fn frames_of(src: &dyn Source, start: u64, frames: usize, extended: Option<&[u8]
     if let Some(ext) = extended.filter(|e| e.len() >= frames * 8) {
         starts = ext.chunks_exact(8).take(frames).map(|c| first + u64::from_le_bytes(c.try_into().unwrap())).collect();
     } else if bot_len >= frames as u64 * 4 {
-        let bot = read(src, start + 8, bot_len)?;
+        let bot = read(src, start + 8, frames as u64 * 4)?;
         starts = bot.chunks_exact(4).take(frames).map(|c| first + u32::from_le_bytes(c.try_into().unwrap()) as u64).collect();
     }
     let mut offsets = Vec::with_capacity(frames);
@@ -344,12 +387,16 @@ pub fn open(files: &[Rc<dyn Source>]) -> Result<Opened, Problem> {
     let mut series: Option<String> = None;
     for (i, src) in files.iter().enumerate() {
         let name = src.name();
-        let mut head = vec![0u8; 132.min(src.len() as usize)];
+        let mut head = vec![0u8; src.len().min(132) as usize];
         read_exact(src.as_ref(), 0, &mut head)?;
         if !is_dicom(&head) {
             continue; // DICOMDIR, notes, thumbnails of the folder: not instances
         }
-        let inst = instance(i, name, src.as_ref())?;
+        let inst = match instance(i, name, src.as_ref()) {
+            Ok(Some(inst)) => inst,
+            Ok(None) => continue, // not a WSI image: an annotation, a report
+            Err(p) => return Err(p),
+        };
         match &series {
             Some(s) if *s != inst.series && inst.level.is_some() => {
                 return Err(Problem::Unsupported("the files belong to more than one slide (series); drop one slide's folder".into()));
@@ -372,7 +419,7 @@ pub fn open(files: &[Rc<dyn Source>]) -> Result<Opened, Problem> {
         }
     }
     if levels.is_empty() {
-        return Err(Problem::Unsupported("no VOLUME image among the DICOM files".into()));
+        return Err(Problem::Unsupported("no VL Whole Slide Microscopy volume image among the DICOM files".into()));
     }
     levels.sort_by_key(|l| std::cmp::Reverse(l.0.width));
     levels.dedup_by(|a, b| a.0.width == b.0.width && a.0.height == b.0.height);

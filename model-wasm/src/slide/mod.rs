@@ -88,6 +88,10 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Slide formats built on TIFF that [`Slide::open`] refuses by name (a TIFF refused for another
+/// reason may still be an ordinary image).
+pub const TIFF_SLIDE_FORMATS: [&str; 3] = [tiff::NDPI, tiff::SCN, tiff::OME];
+
 /// The container a slide came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -143,6 +147,9 @@ pub struct Associated {
     pub width: u32,
     pub height: u32,
 }
+
+/// The largest region read at once (64 Mpx, 192 MB of RGB).
+pub const MAX_REGION_PIXELS: u64 = 1 << 26;
 
 /// Decoded tiles kept for reuse by neighbouring regions: at most this many bytes.
 pub const CACHE_BYTES: usize = 64 << 20;
@@ -219,7 +226,7 @@ impl Slide {
     /// as a one-file DICOM series.
     pub fn open(name: &str, source: Rc<dyn Source>) -> Result<Self> {
         let err = |p| slide_error(name, p);
-        let mut head = vec![0u8; 132.min(source.len() as usize)];
+        let mut head = vec![0u8; source.len().min(132) as usize];
         read_exact(source.as_ref(), 0, &mut head).map_err(err)?;
         if let Some(p) = refused_by_name(name, &head) {
             return Err(err(p));
@@ -304,9 +311,11 @@ impl Slide {
         if tx >= l.tiles_across() || ty >= l.tiles_down() {
             return Err(self.err(Problem::Unsupported(format!("tile {tx},{ty} is outside level {level}"))));
         }
-        let index = (ty * l.tiles_across() + tx) as usize;
+        let index = (ty as u64 * l.tiles_across() as u64 + tx as u64) as usize;
         let Tiles::Table { source, offsets, counts } = &l.tiles;
-        let (offset, count) = (offsets[index], counts[index]);
+        let (Some(&offset), Some(&count)) = (offsets.get(index), counts.get(index)) else {
+            return Err(self.err(Problem::Corrupt(format!("no entry for tile {tx},{ty} of level {level}"))));
+        };
         let pixels = if count == 0 {
             vec![255; l.tile_width as usize * l.tile_height as usize * 3]
         } else {
@@ -341,6 +350,9 @@ impl Slide {
     /// The pixels of `level` in the rectangle at (`x`, `y`) (level pixels) of `width` x
     /// `height`. What lies outside the level reads as white, like glass.
     pub fn region(&self, level: usize, x: i64, y: i64, width: u32, height: u32) -> Result<Rgb8> {
+        if width as u64 * height as u64 > MAX_REGION_PIXELS {
+            return Err(self.err(Problem::Unsupported(format!("a {width}x{height} region is too large to read at once"))));
+        }
         let l = &self.levels[level];
         let (tw, th) = (l.tile_width as i64, l.tile_height as i64);
         let mut out = vec![255u8; width as usize * height as usize * 3];
@@ -436,20 +448,22 @@ pub fn overview(slide: &Slide, max_side: u32) -> Result<(Rgb8, f64)> {
     let level = (0..slide.levels.len())
         .rev()
         .find(|&i| slide.levels[i].width.max(slide.levels[i].height) >= max_side)
-        .unwrap_or(slide.levels.len() - 1);
+        .unwrap_or(0);
     let l = &slide.levels[level];
     let scale = (max_side as f64 / l.width.max(l.height) as f64).min(1.0);
     let (ow, oh) = (((l.width as f64 * scale).round() as u32).max(1), ((l.height as f64 * scale).round() as u32).max(1));
-    if (ow, oh) == (l.width, l.height) && l.width as u64 * l.height as u64 <= 1 << 24 {
-        return Ok((slide.level_image(level, 1 << 24)?, l.downsample));
-    }
     // Box-average each output pixel over the level pixels it covers, a tile row at a time.
     let mut sum = vec![0u64; ow as usize * oh as usize * 3];
     let mut n = vec![0u32; ow as usize * oh as usize];
     let (fx, fy) = (ow as f64 / l.width as f64, oh as f64 / l.height as f64);
     for ty in 0..l.tiles_down() {
         for tx in 0..l.tiles_across() {
-            let tile = slide.tile(level, tx, ty)?;
+            // A damaged tile reads as glass here: it costs the mask that tile, not the slide
+            // (its patches fail, and are reported, when they are read).
+            let tile = match slide.tile(level, tx, ty) {
+                Ok(t) => t,
+                Err(_) => Rc::new(vec![255; l.tile_width as usize * l.tile_height as usize * 3]),
+            };
             for py in 0..l.tile_height {
                 let y = ty * l.tile_height + py;
                 if y >= l.height {

@@ -6,6 +6,10 @@
 use super::codec::{Codec, JpegColour};
 use super::{Associated, Format, Level, Problem, Source, Tiles, read_exact};
 
+pub const NDPI: &str = "Hamamatsu NDPI";
+pub const SCN: &str = "Leica SCN";
+pub const OME: &str = "OME-TIFF with a SubIFD pyramid";
+
 const TAG_SUBFILE: u16 = 254;
 const TAG_WIDTH: u16 = 256;
 const TAG_HEIGHT: u16 = 257;
@@ -29,7 +33,7 @@ const TAG_NDPI: u16 = 65420;
 /// At most this many IFDs are followed (a loop in the chain is refused, not followed forever).
 const MAX_IFDS: usize = 256;
 /// At most this many tiles in one level (a 1M x 1M level of 256-px tiles is 15M).
-const MAX_TILES: u64 = 1 << 26;
+pub(crate) const MAX_TILES: u64 = 1 << 26;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -122,7 +126,7 @@ impl Reader<'_> {
     }
 
     fn bytes(&self, e: &Entry) -> Result<Vec<u8>, Problem> {
-        let len = type_size(e.kind).unwrap_or(1) * e.count;
+        let len = type_size(e.kind).unwrap_or(1).saturating_mul(e.count);
         if e.fits { Ok(e.inline[..len as usize].to_vec()) } else { self.read(e.offset, len) }
     }
 
@@ -141,10 +145,11 @@ impl Reader<'_> {
             .collect())
     }
 
+    /// The first value of an integer tag (only it is read, whatever the count says).
     fn int(&self, ifd: &Ifd, tag: u16) -> Result<Option<u64>, Problem> {
         match ifd.get(tag) {
-            Some(e) => Ok(self.ints(e)?.first().copied()),
-            None => Ok(None),
+            Some(e) if e.count > 0 => Ok(self.ints(&Entry { count: 1, ..*e })?.first().copied()),
+            _ => Ok(None),
         }
     }
 
@@ -154,6 +159,9 @@ impl Reader<'_> {
             return Ok(None);
         }
         let b = self.bytes(e)?;
+        if b.len() < 8 {
+            return Ok(None);
+        }
         let (n, d) = (self.u32(&b[0..4]) as f64, self.u32(&b[4..8]) as f64);
         Ok((d > 0.0).then_some(n / d))
     }
@@ -185,7 +193,7 @@ pub struct Opened {
 
 pub fn open(src: &dyn Source) -> Result<Opened, Problem> {
     let head = {
-        let mut b = vec![0; 16.min(src.len() as usize)];
+        let mut b = vec![0; src.len().min(16) as usize];
         read_exact(src, 0, &mut b)?;
         b
     };
@@ -224,13 +232,13 @@ pub fn open(src: &dyn Source) -> Result<Opened, Problem> {
 
     // Formats built on TIFF that this reader does not read: named, not half-read.
     if ifds.iter().any(|i| i.get(TAG_NDPI).is_some()) {
-        return Err(Problem::Refused { format: "Hamamatsu NDPI", hint: "convert it to DICOM or pyramidal TIFF (e.g. with wsidicomizer or bfconvert)" });
+        return Err(Problem::Refused { format: NDPI, hint: "convert it to DICOM or pyramidal TIFF (e.g. with wsidicomizer or bfconvert)" });
     }
     if description.contains("leica-microsystems.com/scn") {
-        return Err(Problem::Refused { format: "Leica SCN", hint: "convert it to DICOM or pyramidal TIFF (e.g. with wsidicomizer or bfconvert)" });
+        return Err(Problem::Refused { format: SCN, hint: "convert it to DICOM or pyramidal TIFF (e.g. with wsidicomizer or bfconvert)" });
     }
     if description.contains("<OME") || first_ifd.get(TAG_SUBIFDS).is_some() {
-        return Err(Problem::Refused { format: "OME-TIFF with a SubIFD pyramid", hint: "export it as a pyramidal TIFF with every level in the main IFD chain, or as DICOM" });
+        return Err(Problem::Refused { format: OME, hint: "export it as a pyramidal TIFF with every level in the main IFD chain, or as DICOM" });
     }
 
     let mut levels: Vec<Level> = Vec::new();
@@ -278,7 +286,8 @@ pub fn open(src: &dyn Source) -> Result<Opened, Problem> {
     levels.sort_by_key(|l| std::cmp::Reverse(l.width));
 
     let (mpp, magnification) = if svs {
-        (aperio_field(&description, "MPP"), aperio_field(&description, "AppMag"))
+        // A value no microscope gives is no value: the user is asked instead.
+        (aperio_field(&description, "MPP").filter(|m| (0.01..50.0).contains(m)), aperio_field(&description, "AppMag"))
     } else {
         let res = r.rational(first_ifd, TAG_XRES)?;
         let unit = r.int(first_ifd, TAG_RES_UNIT)?.unwrap_or(2);
@@ -325,6 +334,7 @@ fn level(r: &Reader<'_>, ifd: &Ifd, n: usize, width: u64, height: u64) -> Result
         8 | 32946 => Codec::Deflate { predictor },
         7 => {
             let tables = match ifd.get(TAG_JPEG_TABLES) {
+                Some(e) if e.count > 1 << 20 => return Err(Problem::Corrupt(format!("IFD {n}: JPEGTables of {} bytes", e.count))),
                 Some(e) => Some(r.bytes(e)?),
                 None => None,
             };
@@ -340,7 +350,7 @@ fn level(r: &Reader<'_>, ifd: &Ifd, n: usize, width: u64, height: u64) -> Result
     };
     let tile_w = r.int(ifd, TAG_TILE_WIDTH)?.unwrap_or(0);
     let tile_h = r.int(ifd, TAG_TILE_HEIGHT)?.unwrap_or(0);
-    if width == 0 || height == 0 || tile_w == 0 || tile_h == 0 || tile_w > 8192 || tile_h > 8192 {
+    if width == 0 || height == 0 || width > 1 << 30 || height > 1 << 30 || tile_w == 0 || tile_h == 0 || tile_w > 8192 || tile_h > 8192 {
         return Err(Problem::Corrupt(format!("IFD {n}: image {width}x{height}, tiles {tile_w}x{tile_h}")));
     }
     let across = width.div_ceil(tile_w);
@@ -348,11 +358,16 @@ fn level(r: &Reader<'_>, ifd: &Ifd, n: usize, width: u64, height: u64) -> Result
     if across * down > MAX_TILES {
         return Err(Problem::Corrupt(format!("IFD {n}: {across}x{down} tiles")));
     }
-    let offsets = r.ints(ifd.get(TAG_TILE_OFFSETS).unwrap())?;
-    let counts = match ifd.get(TAG_TILE_COUNTS) {
-        Some(e) => r.ints(e)?,
-        None => return Err(Problem::Corrupt(format!("IFD {n} has tile offsets but no tile byte counts"))),
+    // Their counts are checked before they are read: a claimed count sizes an allocation.
+    let table = |tag: u16, what: &str| -> Result<Vec<u64>, Problem> {
+        let e = ifd.get(tag).ok_or_else(|| Problem::Corrupt(format!("IFD {n} has no tile {what}")))?;
+        if e.count < across * down || e.count > across * down * 3 {
+            return Err(Problem::Corrupt(format!("IFD {n}: {} tile {what} for {across}x{down} tiles", e.count)));
+        }
+        r.ints(e)
     };
+    let offsets = table(TAG_TILE_OFFSETS, "offsets")?;
+    let counts = table(TAG_TILE_COUNTS, "byte counts")?;
     if (offsets.len() as u64) < across * down || counts.len() != offsets.len() {
         return Err(Problem::Corrupt(format!(
             "IFD {n}: {} tile offsets and {} byte counts for {across}x{down} tiles",

@@ -6,6 +6,10 @@ use super::{Problem, Slide, TissueMask};
 use crate::preprocess::{Resample, Rgb8, resize};
 use crate::{Error, Result};
 
+/// At most this many grid positions (a 200,000-px square slide at 0.5 µm/px from 0.25 µm/px
+/// level 0 with 224-px patches has 2 million).
+pub const MAX_POSITIONS: u64 = 50_000_000;
+
 /// What the user chooses.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TilingOptions {
@@ -76,20 +80,34 @@ impl Tiling {
         let l = &slide.levels[level];
         let level_mpp = mpp * l.downsample;
         let read_size = ((options.patch as f64 * options.target_mpp / level_mpp).round() as u32).max(1);
-        let stride = ((read_size as f64 * (1.0 - options.overlap)).round() as u32).max(1);
+        if read_size > 8 * options.patch {
+            return Err(err(Problem::Unsupported(format!(
+                "the slide has no level near {} µm/px (the nearest is {level_mpp:.3} µm/px): a patch would be {read_size} px wide; choose a finer resolution",
+                options.target_mpp
+            ))));
+        }
+        let stride = ((read_size as f64 * (1.0 - options.overlap)).round() as u64).max(1);
+        let (width, height) = (l.width as u64, l.height as u64);
+        let positions = width.div_ceil(stride) * height.div_ceil(stride);
+        if positions > MAX_POSITIONS {
+            return Err(err(Problem::Unsupported(format!(
+                "{positions} patch positions at {} µm/px with overlap {}: choose a coarser resolution or less overlap",
+                options.target_mpp, options.overlap
+            ))));
+        }
         let ds = l.downsample;
         let size0 = (read_size as f64 * ds).round() as u32;
         let mut patches = Vec::new();
         let mut candidates = 0;
         // Bands of columns, top to bottom within a band: neighbouring patches share tiles while
         // those tiles are still in the cache.
-        let band = (l.tile_width * 8).max(2048).div_ceil(stride).max(1) * stride;
-        let mut bx = 0;
-        while bx < l.width {
-            let mut y = 0;
-            while y < l.height {
+        let band = (l.tile_width as u64 * 8).max(2048).div_ceil(stride).max(1) * stride;
+        let mut bx = 0u64;
+        while bx < width {
+            let mut y = 0u64;
+            while y < height {
                 let mut x = bx;
-                while x < (bx + band).min(l.width) {
+                while x < (bx + band).min(width) {
                     candidates += 1;
                     let (x0, y0) = ((x as f64 * ds).round(), (y as f64 * ds).round());
                     let tissue = mask.fraction(x0, y0, size0 as f64);
