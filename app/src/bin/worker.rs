@@ -775,10 +775,6 @@ mod worker {
         Ok(Uint8Array::new(&buf).to_vec())
     }
 
-    fn thumbnail(img: &preprocess::Rgb8) -> Result<Vec<u8>, String> {
-        collection::thumbnail(img)
-    }
-
     struct Prepared {
         name: String,
         pixels: Pixels,
@@ -805,7 +801,7 @@ mod worker {
             e.strip_prefix(&format!("image {name}: ")).map(str::to_string).unwrap_or(e)
         })?;
         let pixels = preprocess::preprocess(&img, &clip.preprocess);
-        Ok((Prepared { name: name.to_string(), pixels, thumb: thumbnail(&img)? }, hash))
+        Ok((Prepared { name: name.to_string(), pixels, thumb: collection::thumbnail(&img)? }, hash))
     }
 
     /// Gives an embedded image its id, indexes it and returns its stored form.
@@ -1041,7 +1037,7 @@ mod worker {
                 };
                 let name = format!("{} ({}, {})", slide.name, p.x, p.y);
                 let origin = Origin { slide: slide.name.clone(), x: p.x, y: p.y, size: p.size };
-                batch.push((name, hash, thumbnail(&rgb)?, clip.pixels_of(&rgb), origin));
+                batch.push((name, hash, collection::thumbnail(&rgb)?, clip.pixels_of(&rgb), origin));
             }
             done += chunk.len();
             if !batch.is_empty() {

@@ -32,17 +32,6 @@ pub enum JpegColour {
 }
 
 impl Codec {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Raw { .. } => "uncompressed",
-            Self::Lzw { .. } => "LZW",
-            Self::Deflate { .. } => "deflate",
-            Self::Jpeg { .. } => "JPEG",
-            Self::Jpeg2000 { ycbcr: true } => "JPEG 2000 (YCbCr)",
-            Self::Jpeg2000 { ycbcr: false } => "JPEG 2000",
-        }
-    }
-
     /// Decode one tile of `width` x `height` pixels into interleaved RGB.
     pub fn decode(&self, data: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Problem> {
         let need = width as usize * height as usize * 3;

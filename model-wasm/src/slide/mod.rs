@@ -379,18 +379,6 @@ impl Slide {
         Ok(Rgb8 { width, height, data: out })
     }
 
-    /// A whole level as one image, refused above `max_pixels`.
-    pub fn level_image(&self, level: usize, max_pixels: u64) -> Result<Rgb8> {
-        let l = &self.levels[level];
-        if l.width as u64 * l.height as u64 > max_pixels {
-            return Err(self.err(Problem::Unsupported(format!(
-                "level {level} is {}x{}, too large to read whole",
-                l.width, l.height
-            ))));
-        }
-        self.region(level, 0, 0, l.width, l.height)
-    }
-
     /// Identity of the slide's files without reading gigabytes: sha256 of each file's size and
     /// its first and last 64 KiB (a TIFF's directories, a DICOM's header and offset table).
     pub fn fingerprint(&self) -> Result<[u8; 32]> {
