@@ -34,6 +34,7 @@ mod codes;
 mod format;
 mod graph;
 mod kernel;
+pub mod lab;
 pub mod synthetic;
 mod topk;
 
