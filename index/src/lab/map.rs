@@ -46,16 +46,42 @@ pub fn pca(rows: &[Vec<f32>], k: usize, seed: u64) -> Pca {
     let mut rng = Rng::new(seed);
     let mut q: Vec<Vec<f64>> = (0..m).map(|_| (0..d).map(|_| rng.normal() as f64).collect()).collect();
     orthonormalize(&mut q);
-    let mut previous = vec![0.0; k];
-    for _ in 0..300 {
-        // q ← Xᵀ X q
-        let mut next = vec![vec![0f64; d]; m];
+    // The operator XᵀX: as the d×d scatter matrix when that is smaller than the data (CLIP's
+    // 512-1024 dims, thousands of rows: one pass over the rows, then cheap iterations), else
+    // applied through the rows on every iteration.
+    let scatter = (d <= 2048 && n > d).then(|| {
+        let mut s = vec![0f64; d * d];
         for r in &centred {
-            for (j, qj) in q.iter().enumerate() {
-                let p: f64 = r.iter().zip(qj).map(|(a, b)| a * b).sum();
-                next[j].iter_mut().zip(r).for_each(|(x, v)| *x += p * v);
+            for a in 0..d {
+                let ra = r[a];
+                s[a * d + a..(a + 1) * d].iter_mut().zip(&r[a..]).for_each(|(x, &rb)| *x += ra * rb);
             }
         }
+        for a in 0..d {
+            for b in 0..a {
+                s[a * d + b] = s[b * d + a];
+            }
+        }
+        s
+    });
+    let apply = |q: &[Vec<f64>]| -> Vec<Vec<f64>> {
+        match &scatter {
+            Some(s) => q.iter().map(|qj| s.chunks(d).map(|row| row.iter().zip(qj).map(|(a, b)| a * b).sum()).collect()).collect(),
+            None => {
+                let mut next = vec![vec![0f64; d]; q.len()];
+                for r in &centred {
+                    for (j, qj) in q.iter().enumerate() {
+                        let p: f64 = r.iter().zip(qj).map(|(a, b)| a * b).sum();
+                        next[j].iter_mut().zip(r).for_each(|(x, v)| *x += p * v);
+                    }
+                }
+                next
+            }
+        }
+    };
+    let mut previous = vec![0.0; k];
+    for _ in 0..if scatter.is_some() { 2000 } else { 300 } {
+        let next = apply(&q);
         let norms: Vec<f64> = next.iter().map(|v| v.iter().map(|x| x * x).sum::<f64>().sqrt()).collect();
         q = next;
         // Rayleigh–Ritz would order them; Gram–Schmidt in order keeps the dominant first.
@@ -67,15 +93,8 @@ pub fn pca(rows: &[Vec<f32>], k: usize, seed: u64) -> Pca {
         }
     }
     // Rayleigh–Ritz on the m-dimensional subspace: the exact eigenvectors within it, in order.
-    let proj: Vec<Vec<f64>> = centred.iter().map(|r| q.iter().map(|qj| r.iter().zip(qj).map(|(a, b)| a * b).sum()).collect()).collect();
-    let mut small = vec![vec![0f64; m]; m];
-    for p in &proj {
-        for a in 0..m {
-            for b in 0..m {
-                small[a][b] += p[a] * p[b];
-            }
-        }
-    }
+    let aq = apply(&q);
+    let small: Vec<Vec<f64>> = q.iter().map(|qa| aq.iter().map(|qb| qa.iter().zip(qb).map(|(x, y)| x * y).sum()).collect()).collect();
     let (values, vectors) = jacobi_eigen(small);
     let mut order: Vec<usize> = (0..m).collect();
     order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
