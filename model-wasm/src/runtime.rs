@@ -134,8 +134,13 @@ async fn init_wgpu() -> std::result::Result<(WgpuDevice, Adapter), String> {
 }
 
 async fn probe_and_init() -> std::result::Result<Adapter, String> {
-    // Probe first: burn panics when it finds no adapter, and a panic aborts a wasm worker.
-    let instance = wgpu::Instance::default();
+    // Probe first: burn panics when it finds no adapter, and a panic aborts a wasm worker. Probe
+    // the one backend burn's `AutoGraphicsApi` asks for (Vulkan, Metal on macOS, WebGPU in the
+    // browser): on a machine with only a GL adapter the default instance finds one and burn's
+    // Vulkan-only request then panics.
+    use burn::backend::wgpu::graphics::GraphicsApi;
+    let backends = wgpu::Backends::from(<burn::backend::wgpu::graphics::AutoGraphicsApi as GraphicsApi>::backend());
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor { backends, ..wgpu::InstanceDescriptor::new_without_display_handle() });
     match instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await {
         Ok(adapter) => {
             let info = adapter.get_info();

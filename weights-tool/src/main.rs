@@ -8,6 +8,7 @@
 //! - `catalog`: `catalog.json` for the app's model picker, from converted directories.
 
 mod convert;
+mod eval;
 mod fetch;
 mod slide;
 
@@ -42,6 +43,9 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Write catalog.json (the app's model picker) from the converted models under a directory.
     Catalog(convert::CatalogArgs),
+    /// Evaluate a model on a labelled set (class folders, or images and a file,label CSV):
+    /// zero-shot metrics, confusion matrix, retrieval and optionally a linear probe, as JSON.
+    Eval(eval::EvalArgs),
 }
 
 #[derive(clap::Args)]
@@ -161,7 +165,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => pollster::block_on(convert::verify(args)),
         Command::Catalog(args) => convert::catalog(args),
         Command::Fetch(args) => fetch::fetch(args),
+        Command::Eval(args) => pollster::block_on(eval::eval(args)),
     }
+}
+
+/// A converted model directory (manifest.json) or a Hugging Face checkpoint, on `backend`.
+async fn load_model(dir: &Path, backend: Backend) -> anyhow::Result<Clip> {
+    let choice = match backend {
+        Backend::Auto => BackendChoice::Auto,
+        Backend::Cpu => BackendChoice::Cpu,
+        Backend::Wgpu => BackendChoice::Wgpu,
+        Backend::WgpuF32 => BackendChoice::WgpuF32,
+    };
+    let clip = if dir.join("manifest.json").exists() {
+        Clip::load_dir(dir, choice).await
+    } else {
+        Clip::from_checkpoint(&convert::read_checkpoint(dir, None)?, choice).await
+    }
+    .with_context(|| format!("loading model {}", dir.display()))?;
+    if let Some(reason) = &clip.backend().fallback_reason {
+        eprintln!("weights-tool: running on the CPU: {reason}");
+    }
+    Ok(clip)
 }
 
 const IMAGE_EXTENSIONS: [&str; 9] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "jfif"];
@@ -192,25 +217,11 @@ async fn embed(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     if args.images.is_empty() && args.texts.is_empty() && args.slides.is_empty() {
         bail!("nothing to embed: give at least one --image, --slide or --text");
     }
-    let choice = match args.backend {
-        Backend::Auto => BackendChoice::Auto,
-        Backend::Cpu => BackendChoice::Cpu,
-        Backend::Wgpu => BackendChoice::Wgpu,
-        Backend::WgpuF32 => BackendChoice::WgpuF32,
-    };
     let exif = match args.exif {
         ExifArg::Apply => Exif::Apply,
         ExifArg::Ignore => Exif::Ignore,
     };
-    let clip = if args.model.join("manifest.json").exists() {
-        Clip::load_dir(&args.model, choice).await
-    } else {
-        Clip::from_checkpoint(&convert::read_checkpoint(&args.model, None)?, choice).await
-    }
-    .with_context(|| format!("loading model {}", args.model.display()))?;
-    if let Some(reason) = &clip.backend().fallback_reason {
-        eprintln!("weights-tool: running on the CPU: {reason}");
-    }
+    let clip = load_model(&args.model, args.backend).await?;
     if let Some(dir) = &args.pixels_out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

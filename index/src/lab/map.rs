@@ -137,6 +137,7 @@ fn orthonormalize(q: &mut [Vec<f64>]) {
 
 /// Eigen-decomposition of a small symmetric matrix by cyclic Jacobi rotations: the values and
 /// the vectors as columns.
+#[allow(clippy::needless_range_loop)] // rotations index two columns of every row
 fn jacobi_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
     let n = a.len();
     let mut v: Vec<Vec<f64>> = (0..n).map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect()).collect();
@@ -277,7 +278,7 @@ fn fuzzy_graph(knn: &[Vec<(usize, f32)>]) -> Vec<(usize, usize, f32)> {
             edges.push((i.min(j), i.max(j), union));
         }
     }
-    edges.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    edges.sort_by_key(|e| (e.0, e.1));
     edges
 }
 

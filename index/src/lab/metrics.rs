@@ -96,6 +96,7 @@ pub struct Retrieval {
 pub const RECALL_KS: [usize; 3] = [1, 5, 10];
 
 /// `scores[i][c]`: similarity of image `i` to class `c`'s prompt.
+#[allow(clippy::needless_range_loop)]
 pub fn retrieval(scores: &[Vec<f32>], truth: &[usize], classes: usize) -> Retrieval {
     let ks = RECALL_KS.to_vec();
     let n = scores.len();

@@ -11,6 +11,7 @@
 //! - [`probe`]: L2-regularised multinomial logistic regression (scikit-learn's objective, solved
 //!   by L-BFGS), C by stratified cross-validation, a seeded stratified split, few-shot curves.
 //! - [`map`]: PCA and UMAP projections to 2-D, and their trustworthiness.
+//! - [`report`]: one model on one labelled set: all of the above that needs no map.
 //!
 //! No dependency beyond the standard library: the problems are small (K classes × D ≤ 1024
 //! weights), and a hand-written L-BFGS over one objective is fewer lines than wiring `ndarray`,
@@ -20,9 +21,11 @@ pub mod labels;
 pub mod map;
 pub mod metrics;
 pub mod probe;
+pub mod report;
 pub mod zero_shot;
 
 pub use metrics::{ClassMetrics, Metrics, Retrieval};
+pub use report::{Report, evaluate};
 
 /// `v / |v|` (unchanged when `v` is zero).
 pub fn normalized(v: &[f32]) -> Vec<f32> {

@@ -326,6 +326,7 @@ pub fn check(y: &[usize], classes: usize) -> Result<(), String> {
 
 /// Fits the probe on the training part, C chosen by cross-validation there, and measures it on
 /// the test part; then the few-shot curve. `progress(done, total)` counts fits.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     names: &[String],
     data: &Data,

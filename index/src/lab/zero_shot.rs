@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 /// The prompts for `class` under each template (`{}` stands for the class; a template without
 /// it is used as a prefix).
+/// Underscores in a class name (folder names such as `smooth_muscle`) read as spaces.
 pub fn prompts(class: &str, templates: &[String]) -> Vec<String> {
+    let class = class.replace('_', " ");
+    let class = class.as_str();
     if templates.is_empty() {
         return vec![class.to_string()];
     }
@@ -75,5 +78,6 @@ mod tests {
         assert!((e[0] - r).abs() < 1e-6 && (e[1] - r).abs() < 1e-6);
         assert_eq!(prompts("mucus", &["an H&E image of {}.".into(), "histology:".into()]), vec!["an H&E image of mucus.", "histology: mucus"]);
         assert_eq!(argmax(&[0.1, 0.3, 0.3]), 1);
+        assert_eq!(prompts("smooth_muscle", &["a photo of {}.".into()]), vec!["a photo of smooth muscle."]);
     }
 }
