@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 /// The collection file format, shared with `weights-tool embed --collection-out`.
 pub use model_wasm::collection;
 pub use model_wasm::collection::Origin;
+/// The lab's figures and report files.
+pub mod lab;
 #[cfg(target_arch = "wasm32")]
 pub mod models;
 #[cfg(target_arch = "wasm32")]
@@ -66,6 +68,12 @@ pub enum Request {
     RemoveModel { key: String },
     /// Change a stored model's prompt templates.
     SetTemplates { key: String, templates: Vec<String> },
+    /// Evaluate the model on the labelled images of the collection: zero-shot with `templates`
+    /// (`{}` stands for the class; several are ensembled), and a linear probe when `probe`
+    /// ([`Event::Evaluated`], with [`Event::LabProgress`] on the way).
+    Evaluate { templates: Vec<String>, probe: bool },
+    /// A 2-D map of the collection's embeddings: `pca` at once, or `umap` ([`Event::Mapped`]).
+    Map { method: String },
 }
 
 /// Worker → UI.
@@ -84,6 +92,16 @@ pub enum Event {
     Added { items: Vec<Item>, restored: bool },
     /// Images no longer in the collection.
     Removed { ids: Vec<u64> },
+    /// Images whose label (class folder or CSV) is now this (`None`: no longer labelled).
+    Labelled { labels: Vec<(u64, Option<String>)> },
+    /// Progress of an evaluation or a map: `stage` says what runs (`embed prompts`, `probe`,
+    /// `neighbours`, `layout`).
+    LabProgress { stage: String, done: usize, total: usize },
+    /// The evaluation of the labelled images `ids` (`names` theirs), in the report's order.
+    Evaluated { ids: Vec<u64>, names: Vec<String>, report: index::lab::Report, seconds: f64 },
+    /// The map: a point per image of `ids`; the trustworthiness (k = 10) of the layout, measured
+    /// on up to 2,000 of them.
+    Mapped { method: String, ids: Vec<u64>, points: Vec<[f32; 2]>, seconds: f64, trustworthiness: f64 },
     /// The stored collection of the loaded model has been read (`count` images).
     Restored { count: usize, dropped_tail: bool },
     /// A file that was not indexed, and why (unsupported, corrupt, empty, duplicate, too large).

@@ -11,9 +11,13 @@
 //!   kind 2 (remove): u64 id
 //!   kind 3 (add a slide patch, format 2): the body of kind 1, then
 //!                    u16 slide name length  slide name  u32 x  u32 y  u32 size  (level-0 pixels)
+//!   kind 4 (label, format 3): u64 id  u16 label length  label (UTF-8; empty: no label)
 //! ```
 //!
-//! Format 2 added kind 3; a format-1 file is read as it is.
+//! Format 2 added kind 3, format 3 kind 4 (the labels of a teaching set, so they survive export
+//! and import); older files are read as they are. A label record applies to the item with that id
+//! added before it, and the last one wins: labelling later (a CSV dropped after the images) only
+//! appends.
 //!
 //! All integers little-endian. The file is append-only while the app runs: each batch of images is
 //! appended and flushed as it is embedded, so a tab closed mid-way loses at most the batch in
@@ -23,10 +27,11 @@
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"OBSCOLL1";
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 const ADD: u8 = 1;
 const REMOVE: u8 = 2;
 const ADD_PATCH: u8 = 3;
+const LABEL: u8 = 4;
 
 /// Where a slide patch lies in its slide: the square at (`x`, `y`) of side `size`, level-0 pixels.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +104,8 @@ pub enum Error {
 pub struct Parsed {
     pub header: Header,
     pub items: Vec<Item>,
+    /// The label of each labelled item (ids of `items` only).
+    pub labels: std::collections::HashMap<u64, String>,
     /// Bytes up to the end of the last whole record; anything after is a torn write.
     pub valid_len: usize,
     /// Whether the file ends inside a record.
@@ -163,11 +170,29 @@ pub fn remove_record(id: u64, out: &mut Vec<u8>) {
     record(REMOVE, &id.to_le_bytes(), out);
 }
 
+/// Appends a label record: `id`'s label becomes `label` (`None` removes it).
+pub fn label_record(id: u64, label: Option<&str>, out: &mut Vec<u8>) {
+    let label = truncate_utf8(label.unwrap_or_default(), u16::MAX as usize);
+    let mut body = Vec::with_capacity(10 + label.len());
+    body.extend_from_slice(&id.to_le_bytes());
+    body.extend_from_slice(&(label.len() as u16).to_le_bytes());
+    body.extend_from_slice(label.as_bytes());
+    record(LABEL, &body, out);
+}
+
 /// A whole collection file holding `items` (an export, or a compacted store).
 pub fn write(header: &Header, items: &[&Item]) -> Vec<u8> {
+    write_labelled(header, items, &std::collections::HashMap::new())
+}
+
+/// [`write`], with each item's label from `labels` after its record.
+pub fn write_labelled(header: &Header, items: &[&Item], labels: &std::collections::HashMap<u64, String>) -> Vec<u8> {
     let mut out = header_bytes(header);
     for item in items {
         add_record(item, &mut out);
+        if let Some(l) = labels.get(&item.id) {
+            label_record(item.id, Some(l), &mut out);
+        }
     }
     out
 }
@@ -252,6 +277,9 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
     let header: Header = serde_json::from_slice(json).map_err(|_| Error::BadHeader)?;
 
     let mut items: Vec<Item> = Vec::new();
+    let mut labels = std::collections::HashMap::new();
+    // Ids of `items`, for label records (a linear search would make a large file quadratic).
+    let mut live = std::collections::HashSet::new();
     let mut valid_len = r.at;
     let mut torn = false;
     while r.at < bytes.len() {
@@ -270,11 +298,30 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
             break;
         };
         match kind {
-            ADD => items.push(parse_add(body, header.dim, false)?),
-            ADD_PATCH => items.push(parse_add(body, header.dim, true)?),
+            ADD | ADD_PATCH => {
+                let item = parse_add(body, header.dim, kind == ADD_PATCH)?;
+                live.insert(item.id);
+                items.push(item);
+            }
             REMOVE if body.len() == 8 => {
                 let id = u64::from_le_bytes(body.try_into().unwrap());
-                items.retain(|i| i.id != id);
+                if live.remove(&id) {
+                    items.retain(|i| i.id != id);
+                }
+                labels.remove(&id);
+            }
+            LABEL if body.len() >= 10 => {
+                let id = u64::from_le_bytes(body[..8].try_into().unwrap());
+                let len = u16::from_le_bytes(body[8..10].try_into().unwrap()) as usize;
+                if body.len() != 10 + len {
+                    return Err(Error::BadRecord);
+                }
+                let label = String::from_utf8_lossy(&body[10..]).into_owned();
+                if label.is_empty() {
+                    labels.remove(&id);
+                } else if live.contains(&id) {
+                    labels.insert(id, label);
+                }
             }
             _ => {
                 torn = true;
@@ -283,7 +330,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
         }
         valid_len = r.at;
     }
-    Ok(Parsed { header, items, valid_len, torn })
+    Ok(Parsed { header, items, labels, valid_len, torn })
 }
 
 /// Reads an imported file: it must be whole.
@@ -322,6 +369,26 @@ mod tests {
         assert_eq!(parse_whole(&file).unwrap().items, vec![item(0, "a.png"), patch]);
         let v1 = write(&Header { format: 1, ..header() }, &[&item(0, "a.png")]);
         assert_eq!(parse_whole(&v1).unwrap().items, vec![item(0, "a.png")]);
+    }
+
+    #[test]
+    fn labels_survive_writing_and_follow_their_items() {
+        let labels: std::collections::HashMap<u64, String> = [(0, "tumour".to_string()), (1, "stroma, loose".to_string())].into();
+        let mut file = write_labelled(&header(), &[&item(0, "a.png"), &item(1, "b.png"), &item(2, "c.png")], &labels);
+        let p = parse_whole(&file).unwrap();
+        assert_eq!(p.labels, labels);
+        // Relabel, unlabel, label after the fact, remove: the last record wins.
+        label_record(0, Some("normal mucosa"), &mut file);
+        label_record(1, None, &mut file);
+        label_record(2, Some("mucus"), &mut file);
+        label_record(9, Some("no such item"), &mut file);
+        remove_record(2, &mut file);
+        let p = parse_whole(&file).unwrap();
+        assert_eq!(p.labels, [(0, "normal mucosa".to_string())].into());
+        assert_eq!(p.items.len(), 2);
+        // A format-2 file (no labels) still reads.
+        let v2 = write(&Header { format: 2, ..header() }, &[&item(0, "a.png")]);
+        assert!(parse_whole(&v2).unwrap().labels.is_empty());
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! The model view: the picker (the catalog's models and those stored on this device), the
 //! selected model's status, and "Add a model from this computer" (files or a folder, dtype,
 //! progress per stage with time left and Cancel, the fidelity check, and for a stored model its
-//! details, editable prompt templates and Remove). Worker events fill [`ModelState`] in `main.rs`.
+//! details, editable prompt templates and Remove). Worker events fill [`ModelState`] (`events.rs`).
 
 use app::{Catalog, FidelityReport, LOCAL_PREFIX, LocalModel, Request, human_bytes, human_seconds};
 use leptos::prelude::*;
 use web_sys::{DragEvent, File, HtmlInputElement, Worker};
 
-use crate::files;
+use super::files;
 
 /// Where an import is: stage, done, total, and when the stage started (ms).
 #[derive(Clone, Debug, PartialEq)]
@@ -18,7 +18,7 @@ pub struct ImportProgress {
     pub started: f64,
 }
 
-/// The signals of the model view, shared with the event loop in `main.rs`.
+/// The signals of the model view, shared with the event loop in `events.rs`.
 #[derive(Clone, Copy)]
 pub struct ModelState {
     pub catalog: RwSignal<Option<Catalog>>,
@@ -76,6 +76,14 @@ impl ModelState {
         self.catalog.with(|c| c.as_ref().and_then(|c| c.models.iter().find(|m| m.id == id).map(|m| m.name.clone()))).unwrap_or_else(|| id.to_string())
     }
 
+    /// Every prompt template of model `id`.
+    pub fn templates_of(&self, id: &str) -> Vec<String> {
+        if id.starts_with(LOCAL_PREFIX) {
+            return self.local_model(id).map(|m| m.templates).unwrap_or_default();
+        }
+        self.catalog.with(|c| c.as_ref().and_then(|c| c.models.iter().find(|m| m.id == id).map(|m| m.templates.clone()))).unwrap_or_default()
+    }
+
     /// The first prompt template of model `id`.
     pub fn template_of(&self, id: &str) -> Option<String> {
         if id.starts_with(LOCAL_PREFIX) {
@@ -97,7 +105,7 @@ pub fn ModelPanel(
     /// `Some(text)` while the selected model is ready, with what runs it.
     ready: Signal<Option<String>>,
 ) -> impl IntoView {
-    let send = move |request: &Request, files: &[File]| worker.with_value(|w| crate::ui::send(w, request, files));
+    let send = move |request: &Request, files: &[File]| worker.with_value(|w| super::send(w, request, files));
     let folder_input = NodeRef::<leptos::html::Input>::new();
     Effect::new(move |_| {
         if let Some(el) = folder_input.get() {

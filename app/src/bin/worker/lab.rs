@@ -1,0 +1,101 @@
+//! The teaching lab in the worker: evaluating the model on the collection's labelled images
+//! (zero-shot, retrieval, linear probe) and mapping the embeddings to 2-D, through `index::lab`,
+//! the code `weights-tool eval` runs natively.
+
+use app::Event;
+use index::lab::{self, map, probe::ProbeOptions};
+
+use crate::model::embed_texts;
+use crate::state::{STATE, post};
+
+/// Posts progress at most every 100 ms (and the last step), so a long fit does not flood the page.
+struct Ticker {
+    stage: &'static str,
+    last: f64,
+}
+
+impl Ticker {
+    fn new(stage: &'static str) -> Self {
+        Ticker { stage, last: 0.0 }
+    }
+    fn tick(&mut self, done: usize, total: usize) {
+        let now = js_sys::Date::now();
+        if now - self.last >= 100.0 || done == total {
+            self.last = now;
+            post(&Event::LabProgress { stage: self.stage.into(), done, total });
+        }
+    }
+}
+
+pub(crate) async fn evaluate(templates: Vec<String>, probe: bool) -> Result<(), String> {
+    let started = js_sys::Date::now();
+    let templates: Vec<String> = templates.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+    // The labelled images, in collection order.
+    let (ids, names, labels, images): (Vec<u64>, Vec<String>, Vec<String>, Vec<Vec<f32>>) = STATE.with(|s| {
+        let s = s.borrow();
+        let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (&id, e) in &s.items {
+            if let Some(l) = &e.label {
+                out.0.push(id);
+                out.1.push(e.name.clone());
+                out.2.push(l.clone());
+                out.3.push(e.embedding.clone());
+            }
+        }
+        out
+    });
+    if ids.is_empty() {
+        return Err("no labelled images: add a folder of class folders (set/tumour/…, set/stroma/…) or images with a file,label CSV".into());
+    }
+    let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let (classes, truth) = lab::labels::class_indices(&refs);
+    if classes.len() < 2 {
+        return Err(format!("the labelled images are all \"{}\": evaluation needs at least two classes", classes[0]));
+    }
+    let mut ticker = Ticker::new("embed prompts");
+    let mut prompts = Vec::with_capacity(classes.len());
+    for (c, class) in classes.iter().enumerate() {
+        let texts = lab::zero_shot::prompts(class, &templates);
+        let mut embedded = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(16) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            embedded.extend(embed_texts(&refs).await?);
+        }
+        prompts.push(embedded);
+        ticker.tick(c + 1, classes.len());
+    }
+    let model = STATE.with(|s| s.borrow().base.clone());
+    let options = ProbeOptions::default();
+    let mut ticker = Ticker::new("linear probe");
+    let report = lab::evaluate(&model, &templates, &classes, &prompts, &images, &truth, probe.then_some(&options), &mut |d, t| ticker.tick(d, t));
+    let seconds = (js_sys::Date::now() - started) / 1000.0;
+    post(&Event::Evaluated { ids, names, report, seconds });
+    Ok(())
+}
+
+/// At most this many points for the map's trustworthiness (it is quadratic).
+const TRUST_SAMPLE: usize = 2000;
+
+pub(crate) async fn map(method: String) -> Result<(), String> {
+    let started = js_sys::Date::now();
+    let (ids, rows): (Vec<u64>, Vec<Vec<f32>>) = STATE.with(|s| s.borrow().items.iter().map(|(&id, e)| (id, e.embedding.clone())).unzip());
+    if rows.len() < 3 {
+        return Err("the map needs at least three images".into());
+    }
+    let points: Vec<[f32; 2]> = match method.as_str() {
+        "pca" => map::pca(&rows, 2, 0).projected.iter().map(|p| [p[0], p.get(1).copied().unwrap_or(0.0)]).collect(),
+        "umap" => {
+            let mut ticker = Ticker::new("umap");
+            map::umap(&rows, &map::UmapOptions::default(), &mut |d, t| ticker.tick(d, t))
+        }
+        other => return Err(format!("unknown map method {other:?} (pca or umap)")),
+    };
+    let seconds = (js_sys::Date::now() - started) / 1000.0;
+    let m = rows.len().min(TRUST_SAMPLE);
+    let step = rows.len() / m;
+    let sub: Vec<Vec<f32>> = (0..m).map(|i| rows[i * step].clone()).collect();
+    let sub_points: Vec<[f32; 2]> = (0..m).map(|i| points[i * step]).collect();
+    let trustworthiness = map::trustworthiness(&sub, &sub_points, 10.min(m.saturating_sub(2)).max(1));
+    post(&Event::Mapped { method, ids, points, seconds, trustworthiness });
+    Ok(())
+}
