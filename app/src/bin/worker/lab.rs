@@ -30,20 +30,23 @@ impl Ticker {
 pub(crate) async fn evaluate(templates: Vec<String>, probe: bool) -> Result<(), String> {
     let started = js_sys::Date::now();
     let templates: Vec<String> = templates.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
-    // The labelled images, in collection order.
-    let (ids, names, labels, images): (Vec<u64>, Vec<String>, Vec<String>, Vec<Vec<f32>>) = STATE.with(|s| {
+    // The labelled images, by name: the order `weights-tool eval` walks a folder in, so that the
+    // probe's seeded split is the same images natively and here.
+    let mut rows: Vec<(String, u64, String, Vec<f32>)> = STATE.with(|s| {
         let s = s.borrow();
-        let mut out = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (&id, e) in &s.items {
-            if let Some(l) = &e.label {
-                out.0.push(id);
-                out.1.push(e.name.clone());
-                out.2.push(l.clone());
-                out.3.push(e.embedding.clone());
-            }
-        }
-        out
+        s.items.iter().filter_map(|(&id, e)| Some((e.name.clone(), id, e.label.clone()?, e.embedding.clone()))).collect()
     });
+    rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut names = Vec::with_capacity(rows.len());
+    let mut labels = Vec::with_capacity(rows.len());
+    let mut images = Vec::with_capacity(rows.len());
+    for (name, id, label, embedding) in rows {
+        ids.push(id);
+        names.push(name);
+        labels.push(label);
+        images.push(embedding);
+    }
     if ids.is_empty() {
         return Err("no labelled images: add a folder of class folders (set/tumour/…, set/stroma/…) or images with a file,label CSV".into());
     }

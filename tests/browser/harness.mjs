@@ -1,0 +1,73 @@
+// What the browser tests share: command-line arguments, a plain static server of dist/ that
+// records every request it answers, and headless Chromium (WebGPU on SwiftShader, or without
+// WebGPU so the app runs on its CPU backend) with a recorder of every request the page makes.
+
+import { createServer } from "node:http";
+import { readFile, stat } from "node:fs/promises";
+import { join, extname, normalize } from "node:path";
+import { chromium } from "playwright-core";
+
+export function parseArgs(argv = process.argv.slice(2)) {
+  return Object.fromEntries(argv.reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
+}
+
+/// `check(ok, what)` prints and counts; `failures()` says how many failed.
+export function checker() {
+  let failed = 0;
+  const check = (ok, what) => {
+    console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+    if (!ok) failed++;
+    return ok;
+  };
+  return { check, failures: () => failed };
+}
+
+const MIME = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".json": "application/json", ".jpg": "image/jpeg", ".png": "image/png", ".svg": "image/svg+xml" };
+
+/// Serves `dist` like a typical static host (an ETag on every file, revalidated on each use).
+export async function serve(dist) {
+  const served = [];
+  const state = { served, bytes: 0 };
+  const server = createServer(async (req, res) => {
+    served.push({ method: req.method, url: req.url });
+    const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^\/+/, "");
+    const file = join(dist, path === "" ? "index.html" : path);
+    if (!file.startsWith(dist)) return res.writeHead(403).end();
+    try {
+      const info = await stat(file);
+      const etag = `"${info.size}-${info.mtimeMs}"`;
+      const headers = { "content-type": MIME[extname(file)] ?? "application/octet-stream", etag, "cache-control": "no-cache" };
+      if (req.headers["if-none-match"] === etag) return res.writeHead(304, headers).end();
+      const body = await readFile(file);
+      state.bytes += body.length;
+      res.writeHead(200, headers).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  state.origin = `http://127.0.0.1:${server.address().port}`;
+  state.close = () => server.close();
+  return state;
+}
+
+const FLAGS = ["--no-sandbox", "--disable-gpu-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const WEBGPU = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader"];
+
+/// Chromium with one page; `requests` fills with every request the page (and its workers) make.
+export async function launch(backend) {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    headless: true,
+    args: backend === "webgpu" ? [...FLAGS, ...WEBGPU] : [...FLAGS, "--disable-features=WebGPU"],
+  });
+  const context = await browser.newContext({ acceptDownloads: true });
+  const requests = [];
+  context.on("request", (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0 }));
+  const page = await context.newPage();
+  page.on("console", (m) => m.type() === "error" && console.log(`  [page] ${m.text()}`));
+  page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
+  page.on("crash", () => console.log("  [page crashed]"));
+  page.on("worker", (w) => w.on("console", (m) => m.type() === "error" && console.log(`  [worker] ${m.text()}`)));
+  return { browser, context, page, requests };
+}
