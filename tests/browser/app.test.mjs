@@ -14,16 +14,13 @@
 // `--backend webgpu` starts Chromium with WebGPU on SwiftShader; `cpu` starts it without WebGPU,
 // so the app must fall back to its CPU backend and say so.
 
-import { createServer } from "node:http";
-import { readFile, mkdtemp, writeFile, readdir, stat } from "node:fs/promises";
-import { join, extname, resolve, normalize } from "node:path";
+import { readFile, mkdtemp, writeFile, readdir } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
-import { chromium } from "playwright-core";
+import { checker, launch, parseArgs, serve } from "./harness.mjs";
 import { checkPrivacy } from "./privacy.mjs";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
-);
+const args = parseArgs();
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const dist = resolve(args.dist ?? join(root, "dist"));
 const backend = args.backend ?? "webgpu";
@@ -33,59 +30,12 @@ const manifest = JSON.parse(await readFile(join(samples, "manifest.json"), "utf8
 const truth = Object.fromEntries(manifest.map((m) => [m.file, m.class]));
 const CLASSES = [...new Set(manifest.map((m) => m.class))];
 
-let failures = 0;
-function check(ok, what) {
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
-  if (!ok) failures++;
-}
-
-// ---------------------------------------------------------------- a plain static server
-const MIME = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".json": "application/json", ".jpg": "image/jpeg", ".png": "image/png" };
+const { check, failures } = checker();
 // Like a typical static host: an ETag on every file, revalidated on each use (304 when unchanged).
-const served = [];
-let servedBytes = 0;
-const server = createServer(async (req, res) => {
-  served.push({ method: req.method, url: req.url });
-  const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^\/+/, "");
-  const file = join(dist, path === "" ? "index.html" : path);
-  if (!file.startsWith(dist)) return res.writeHead(403).end();
-  try {
-    const info = await stat(file);
-    const etag = `"${info.size}-${info.mtimeMs}"`;
-    const headers = { "content-type": MIME[extname(file)] ?? "application/octet-stream", etag, "cache-control": "no-cache" };
-    if (req.headers["if-none-match"] === etag) return res.writeHead(304, headers).end();
-    const body = await readFile(file);
-    servedBytes += body.length;
-    res.writeHead(200, headers).end(body);
-  } catch {
-    res.writeHead(404).end();
-  }
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const origin = `http://127.0.0.1:${server.address().port}`;
-
-// ---------------------------------------------------------------- the browser
-const flags = [
-  "--no-sandbox", "--disable-gpu-sandbox", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
-const webgpu = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader"];
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: backend === "webgpu" ? [...flags, ...webgpu] : [...flags, "--disable-features=WebGPU"],
-});
-const context = await browser.newContext();
-const requests = [];
-context.on("request", (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0 }));
-const page = await context.newPage();
-page.on("console", (m) => m.type() === "error" && console.log(`  [page] ${m.text()}`));
-page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
-page.on("crash", () => console.log("  [page crashed]"));
-page.on("worker", (w) => {
-  w.on("console", (m) => m.type() === "error" && console.log(`  [worker] ${m.text()}`));
-  w.on("close", () => console.log("  [worker closed]"));
-});
+const server = await serve(dist);
+const { served, origin } = server;
+const { browser, context, page, requests } = await launch(backend);
+page.on("worker", (w) => w.on("close", () => console.log("  [worker closed]")));
 
 const started = Date.now();
 try {
@@ -99,7 +49,7 @@ try {
     check(/\b(f16|f32) compute$/.test(detail), `the badge's title says which float type WebGPU computes in: "${detail}"`);
   }
   const firstModel = (Date.now() - started) / 1000;
-  const firstVisitBytes = servedBytes;
+  const firstVisitBytes = server.bytes;
 
   // The demo collection plus files that must be skipped and listed, not abort the batch.
   const junk = await mkdtemp(join(tmpdir(), "obscura-junk-"));
@@ -218,11 +168,11 @@ try {
   const before = await query("tumour epithelium");
   check(!before.includes(removed + "="), "a removed image is no longer found");
 
-  const bytesBefore = servedBytes;
+  const bytesBefore = server.bytes;
   const r0 = Date.now();
   await page.reload();
   await page.waitForFunction((n) => document.querySelector('[data-testid="image-count"]')?.textContent === String(n), n, { timeout: 120_000 });
-  console.log(`  bytes served: first visit ${firstVisitBytes}, second visit ${servedBytes - bytesBefore} (model from the Cache API, app revalidated); reload to ${n} images restored: ${((Date.now() - r0) / 1000).toFixed(1)} s`);
+  console.log(`  bytes served: first visit ${firstVisitBytes}, second visit ${server.bytes - bytesBefore} (model from the Cache API, app revalidated); reload to ${n} images restored: ${((Date.now() - r0) / 1000).toFixed(1)} s`);
   check(true, `after a reload the collection is back from the browser's storage (${n} images)`);
   check(sameResults(before, await query("tumour epithelium")), "and searches give the same results and scores");
 
@@ -343,8 +293,8 @@ try {
   await browser.close();
   server.close();
 }
-if (failures) {
-  console.log(`${failures} check(s) failed`);
+if (failures()) {
+  console.log(`${failures()} check(s) failed`);
   process.exit(1);
 }
 console.log("all checks passed");

@@ -12,16 +12,13 @@
 // DIR holds `<case>.json`, the output of `weights-tool embed --backend cpu` for each case below,
 // and `w256/`, a random 256-wide checkpoint (weights-tool's example random_clip, both formats).
 
-import { createServer } from "node:http";
-import { readFile, mkdtemp, writeFile, mkdir, copyFile, stat } from "node:fs/promises";
-import { join, extname, resolve, normalize, basename } from "node:path";
+import { readFile, mkdtemp, writeFile, mkdir, copyFile } from "node:fs/promises";
+import { join, resolve, basename } from "node:path";
 import { tmpdir } from "node:os";
-import { chromium } from "playwright-core";
+import { checker, launch, parseArgs, serve } from "./harness.mjs";
 import { checkPrivacy } from "./privacy.mjs";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith("--") ? [...acc, [a.slice(2), all[i + 1]]] : acc), []),
-);
+const args = parseArgs();
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const dist = resolve(args.dist ?? join(root, "dist"));
 const golden = join(root, "tests", "golden");
@@ -34,42 +31,10 @@ const CASES = [
   { id: "openclip", dir: join(golden, "models/tiny-openclip"), files: ["open_clip_config.json", "open_clip_pytorch_model.bin"], dtype: "f32", min: 0.99999 },
 ];
 
-let failures = 0;
-function check(ok, what) {
-  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
-  if (!ok) failures++;
-}
-
-// ---------------------------------------------------------------- a plain static server
-const MIME = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".json": "application/json" };
-const served = [];
-const server = createServer(async (req, res) => {
-  served.push({ method: req.method, url: req.url });
-  const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^\/+/, "");
-  const file = join(dist, path === "" ? "index.html" : path);
-  if (!file.startsWith(dist)) return res.writeHead(403).end();
-  try {
-    await stat(file);
-    res.writeHead(200, { "content-type": MIME[extname(file)] ?? "application/octet-stream", "cache-control": "no-cache" }).end(await readFile(file));
-  } catch {
-    res.writeHead(404).end();
-  }
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const origin = `http://127.0.0.1:${server.address().port}`;
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu-sandbox", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-features=WebGPU"],
-});
-const context = await browser.newContext({ acceptDownloads: true });
-const requests = [];
-context.on("request", (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0 }));
-const page = await context.newPage();
-page.on("console", (m) => m.type() === "error" && console.log(`  [page] ${m.text()}`));
-page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
-page.on("worker", (w) => w.on("console", (m) => m.type() === "error" && console.log(`  [worker] ${m.text()}`)));
+const { check, failures } = checker();
+const server = await serve(dist);
+const { served, origin } = server;
+const { browser, context, page, requests } = await launch("cpu");
 page.on("dialog", (d) => d.accept());
 
 const scratch = await mkdtemp(join(tmpdir(), "obscura-models-"));
@@ -269,8 +234,8 @@ try {
   await browser.close();
   server.close();
 }
-if (failures) {
-  console.log(`${failures} check(s) failed`);
+if (failures()) {
+  console.log(`${failures()} check(s) failed`);
   process.exit(1);
 }
 console.log("all checks passed");
