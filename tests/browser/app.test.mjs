@@ -17,7 +17,7 @@
 import { readFile, mkdtemp, writeFile, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { tmpdir } from "node:os";
-import { checker, launch, parseArgs, serve } from "./harness.mjs";
+import { checker, finish, launch, parseArgs, serve } from "./harness.mjs";
 import { checkPrivacy } from "./privacy.mjs";
 
 const args = parseArgs();
@@ -290,11 +290,5 @@ try {
   checkPrivacy({ requests, served, origin, check, private: /\.(jpg|png|svs|ndpi)$/, what: "the images and slides" });
   const bytes = served.length;
   console.log(`${bytes} requests served`);
-  await browser.close();
-  server.close();
 }
-if (failures()) {
-  console.log(`${failures()} check(s) failed`);
-  process.exit(1);
-}
-console.log("all checks passed");
+await finish({ browser, server, failures });

@@ -71,3 +71,14 @@ export async function launch(backend) {
   page.on("worker", (w) => w.on("console", (m) => m.type() === "error" && console.log(`  [worker] ${m.text()}`)));
   return { browser, context, page, requests };
 }
+
+/// Closes the browser and the server, then exits: 1 if any check failed.
+export async function finish({ browser, server, failures }) {
+  await browser.close();
+  server.close();
+  if (failures()) {
+    console.log(`${failures()} check(s) failed`);
+    process.exit(1);
+  }
+  console.log("all checks passed");
+}

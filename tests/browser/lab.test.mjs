@@ -14,7 +14,7 @@
 
 import { readFile, writeFile, mkdir, copyFile, readdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { checker, launch, parseArgs, serve } from "./harness.mjs";
+import { checker, finish, launch, parseArgs, serve } from "./harness.mjs";
 import { checkPrivacy } from "./privacy.mjs";
 
 const args = parseArgs();
@@ -177,11 +177,5 @@ try {
   await page.screenshot({ path: join(set, `lab-${backend}.png`) }).catch(() => {});
 } finally {
   checkPrivacy({ requests, served: server.served, origin: server.origin, check, private: /\.(jpg|csv|obscura)$/, what: "the images and labels" });
-  await browser.close();
-  server.close();
 }
-if (failures()) {
-  console.log(`${failures()} check(s) failed`);
-  process.exit(1);
-}
-console.log("all checks passed");
+await finish({ browser, server, failures });

@@ -15,7 +15,7 @@
 import { readFile, mkdtemp, writeFile, mkdir, copyFile } from "node:fs/promises";
 import { join, resolve, basename } from "node:path";
 import { tmpdir } from "node:os";
-import { checker, launch, parseArgs, serve } from "./harness.mjs";
+import { checker, finish, launch, parseArgs, serve } from "./harness.mjs";
 import { checkPrivacy } from "./privacy.mjs";
 
 const args = parseArgs();
@@ -231,11 +231,5 @@ try {
   await page.screenshot({ path: join(tmpdir(), "obscura-models.png") }).catch(() => {});
 } finally {
   checkPrivacy({ requests, served, origin, check, private: /\.(safetensors|bin|jpg|png)$/, what: "the checkpoints or images" });
-  await browser.close();
-  server.close();
 }
-if (failures()) {
-  console.log(`${failures()} check(s) failed`);
-  process.exit(1);
-}
-console.log("all checks passed");
+await finish({ browser, server, failures });

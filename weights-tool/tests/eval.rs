@@ -70,6 +70,19 @@ fn run(labelled: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value, Stri
     (output.status.code(), json, stderr)
 }
 
+/// `eval` without a probe on a set it must refuse: its exit status and stderr.
+fn run_failing(labelled: &Path) -> (std::process::Output, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_weights-tool"))
+        .args(["eval", "--backend", "cpu", "--model"])
+        .arg(root().join("public/models/demo"))
+        .arg("--labelled")
+        .arg(labelled)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output, stderr)
+}
+
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap()
 }
@@ -222,28 +235,16 @@ fn templates_are_ensembled_and_errors_are_specific() {
     let one = fresh("one-class");
     std::fs::create_dir_all(one.join("mucus")).unwrap();
     std::fs::copy(src.join(&samples[0].file), one.join("mucus/a.jpg")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_weights-tool"))
-        .args(["eval", "--backend", "cpu", "--model"])
-        .arg(root().join("public/models/demo"))
-        .arg("--labelled")
-        .arg(&one)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (output, stderr) = run_failing(&one);
     assert_ne!(output.status.code(), Some(0));
+    assert!(output.stdout.is_empty(), "no JSON for a refused set");
     assert!(stderr.contains("at least two classes") && stderr.contains("\"mucus\""), "{stderr}");
 
     // No labels at all: says how to give them.
     let flat = fresh("no-labels");
     std::fs::copy(src.join(&samples[0].file), flat.join("a.jpg")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_weights-tool"))
-        .args(["eval", "--backend", "cpu", "--model"])
-        .arg(root().join("public/models/demo"))
-        .arg("--labelled")
-        .arg(&flat)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (output, stderr) = run_failing(&flat);
+    assert_ne!(output.status.code(), Some(0));
     assert!(stderr.contains("no labelled images") && stderr.contains("CSV"), "{stderr}");
     for d in [tree, one, flat] {
         let _ = std::fs::remove_dir_all(d);
