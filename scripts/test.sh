@@ -37,8 +37,11 @@ node tests/browser/app.test.mjs --dist dist --native target/browser/native.json 
 node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend cpu
 echo "== the teaching lab in Chromium (class folders and a CSV, against weights-tool eval on the same folder)"
 node tests/browser/lab.test.mjs --prepare target/browser/lab
-target/debug/weights-tool eval --model public/models/demo --backend cpu --labelled target/browser/lab/folders --probe > target/browser/lab/native.json
-node tests/browser/lab.test.mjs --dist dist --set target/browser/lab --native target/browser/lab/native.json --backend cpu
+for layout in folders flat; do
+  target/debug/weights-tool eval --model public/models/demo --backend cpu --labelled "target/browser/lab/$layout" --probe > "target/browser/lab/$layout.json"
+done
+node tests/browser/lab.test.mjs --dist dist --set target/browser/lab --native target/browser/lab/folders.json \
+  --native-flat target/browser/lab/flat.json --backend cpu
 echo "== adding models from this computer, in Chromium (converted in the tab, against weights-tool embed)"
 mkdir -p target/browser/models
 # A random 256-wide checkpoint as model.safetensors and pytorch_model.bin (the example cargo test built).

@@ -210,10 +210,14 @@ pub fn on_message(ctx: Ctx, msg: MessageEvent) {
         }
         Event::LabProgress { stage, done, total } => ctx.lab.running.set(Some((stage, done, total))),
         Event::Evaluated { ids, names, report, seconds } => {
-            let model = models.model.get_untracked().map(|id| models.name_of(&id)).unwrap_or_default();
+            let key = models.model.get_untracked().unwrap_or_default();
+            let model = match models.local_model(&key) {
+                Some(m) => format!("{} {}", m.name, m.dtype),
+                None => models.name_of(&key),
+            };
             let backend = ctx.backend.get_untracked().map(|(b, _)| b.label().to_string()).unwrap_or_default();
             ctx.status.set(format!("Evaluated {} labelled images in {}", ids.len(), human_seconds(seconds)));
-            ctx.lab.evaluated(super::lab::Evaluation { model, backend, ids, names, report });
+            ctx.lab.evaluated(super::lab::Evaluation { key, model, backend, ids, names, report });
         }
         Event::Mapped { method, ids, points, seconds, trustworthiness } => {
             ctx.status.set(format!("{} map of {} images in {}", method.to_uppercase(), ids.len(), human_seconds(seconds)));

@@ -19,6 +19,9 @@ use super::state::{Ctx, Filter, download, download_text};
 /// One evaluation as the page keeps it: which model, on what, and the report.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
+    /// The model's id (a catalog id or `local/<key>`): one evaluation per model is kept.
+    pub key: String,
+    /// Its name as shown (with the dtype for a model stored on this device).
     pub model: String,
     pub backend: String,
     /// The labelled images, in the report's order.
@@ -80,7 +83,7 @@ impl LabState {
     pub fn evaluated(&self, e: Evaluation) {
         self.running.set(None);
         self.evaluations.update(|list| {
-            list.retain(|x| x.model != e.model);
+            list.retain(|x| x.key != e.key);
             list.push(e);
             while list.len() > 2 {
                 list.remove(0);
@@ -144,7 +147,6 @@ pub fn Lab(ctx: Ctx) -> impl IntoView {
         Some(models.templates_of(&id).join("\n"))
     };
     let templates_text = move || lab.templates.get().or_else(model_templates).unwrap_or_default();
-    let current_model = move || models.model.get().map(|id| models.name_of(&id)).unwrap_or_default();
     let labelled = move || {
         ctx.labels.with(|l| {
             let mut classes: Vec<&String> = l.values().collect();
@@ -163,8 +165,8 @@ pub fn Lab(ctx: Ctx) -> impl IntoView {
         ctx.send(&Request::Map { method: method.into() }, &[]);
     };
     let current = move || {
-        let name = current_model();
-        lab.evaluations.with(|l| l.iter().rev().find(|e| e.model == name).cloned())
+        let key = models.model.get().unwrap_or_default();
+        lab.evaluations.with(|l| l.iter().rev().find(|e| e.key == key).cloned())
     };
     let export_csv = move |_| {
         let list = lab.evaluations.get_untracked();
@@ -319,8 +321,8 @@ fn ModelResult(ctx: Ctx, e: Evaluation) -> impl IntoView {
     let r = e.report.clone();
     let title = e.title();
     let k = r.classes.len();
-    let model_name = e.model.clone();
-    let is_current = Memo::new(move |_| ctx.models.model.get().map(|id| ctx.models.name_of(&id)).as_deref() == Some(model_name.as_str()));
+    let key = e.key.clone();
+    let is_current = Memo::new(move |_| ctx.models.model.get().as_deref() == Some(key.as_str()));
     let confusion = r.metrics.confusion.clone();
     let classes = r.classes.clone();
     // What the cells need, shared by all of them.
@@ -467,11 +469,10 @@ fn MapView(ctx: Ctx, svg: Signal<String>) -> impl IntoView {
         ctx.filter.set(Some(Filter::Ids { title: format!("the lasso on the map ({n})"), ids }));
     };
     view! {
-        <div class="map-host" node_ref=host data-testid="map" style:position="relative" style:display="inline-block"
+        <div class="map-host" node_ref=host data-testid="map"
             on:pointerdown=on_down on:pointermove=on_move on:pointerup=on_up on:pointerleave=move |_| { hover.set(None); dragging.set(false); lasso.set(Vec::new()); }>
             <div inner_html=move || svg.get()></div>
-            <svg class="map-overlay" width=MAP_SIZE.to_string() height=(MAP_SIZE + 26.0).to_string()
-                style="position:absolute;left:0;top:0;pointer-events:none">
+            <svg class="map-overlay" width=MAP_SIZE.to_string() height=(MAP_SIZE + 26.0).to_string()>
                 <g transform="translate(0,26)">
                     {move || hover.get().map(|(_, x, y)| view! { <circle cx=x.to_string() cy=y.to_string() r="6" fill="none" stroke="#000" stroke-width="1.5"/> })}
                     <polyline fill="rgba(31,119,180,0.12)" stroke="#1f77b4" stroke-dasharray="4,3"
