@@ -313,16 +313,19 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Error> {
             LABEL if body.len() >= 10 => {
                 let id = u64::from_le_bytes(body[..8].try_into().unwrap());
                 let len = u16::from_le_bytes(body[8..10].try_into().unwrap()) as usize;
-                if body.len() != 10 + len {
-                    return Err(Error::BadRecord);
-                }
-                let label = String::from_utf8_lossy(&body[10..]).into_owned();
-                if label.is_empty() {
-                    labels.remove(&id);
-                } else if live.contains(&id) {
-                    labels.insert(id, label);
+                // A malformed label (whole and checksummed, so a writer's bug) is ignored: it
+                // must not cost the images.
+                if body.len() == 10 + len {
+                    let label = String::from_utf8_lossy(&body[10..]).into_owned();
+                    if label.is_empty() {
+                        labels.remove(&id);
+                    } else if live.contains(&id) {
+                        labels.insert(id, label);
+                    }
                 }
             }
+            // As above: a label record too short to name its image.
+            LABEL => {}
             _ => {
                 torn = true;
                 break;
@@ -386,6 +389,13 @@ mod tests {
         let p = parse_whole(&file).unwrap();
         assert_eq!(p.labels, [(0, "normal mucosa".to_string())].into());
         assert_eq!(p.items.len(), 2);
+        // A malformed label record is ignored, the images after it kept.
+        let mut odd = write(&header(), &[&item(0, "a.png")]);
+        record(LABEL, &[0u8; 12], &mut odd);
+        add_record(&item(1, "b.png"), &mut odd);
+        let p = parse_whole(&odd).unwrap();
+        assert_eq!(p.items.len(), 2);
+        assert!(p.labels.is_empty());
         // A format-2 file (no labels) still reads.
         let v2 = write(&Header { format: 2, ..header() }, &[&item(0, "a.png")]);
         assert!(parse_whole(&v2).unwrap().labels.is_empty());

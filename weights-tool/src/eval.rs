@@ -94,8 +94,10 @@ fn walk(dir: &Path) -> anyhow::Result<Vec<String>> {
 
 /// The prompt templates: given, else the converted model's own, else the known ones for its name.
 fn templates_of(args: &EvalArgs) -> anyhow::Result<Vec<String>> {
-    if !args.templates.is_empty() {
-        return Ok(args.templates.clone());
+    // Trimmed, blanks dropped: as the app reads its template box.
+    let given: Vec<String> = args.templates.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+    if !given.is_empty() {
+        return Ok(given);
     }
     let manifest = args.model.join("manifest.json");
     if manifest.exists() {

@@ -189,7 +189,7 @@ async fn load_model(dir: &Path, backend: Backend) -> anyhow::Result<Clip> {
     Ok(clip)
 }
 
-const IMAGE_EXTENSIONS: [&str; 9] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "jfif"];
+use index::lab::labels::IMAGE_EXTENSIONS;
 
 /// Expand directories into their image files (sorted, not recursive).
 fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {

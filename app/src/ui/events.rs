@@ -11,7 +11,14 @@ use super::state::{Classes, Ctx, LAST_MODEL, Progress, Thumb, blob_url, download
 
 pub fn on_message(ctx: Ctx, msg: MessageEvent) {
     let data = Array::from(&msg.data());
-    let Some(event) = data.get(0).as_string().and_then(|s| serde_json::from_str::<Event>(&s).ok()) else { return };
+    let Some(text) = data.get(0).as_string() else { return };
+    let event = match serde_json::from_str::<Event>(&text) {
+        Ok(e) => e,
+        Err(e) => {
+            web_sys::console::error_1(&format!("a worker message the page cannot read ({e}): {}", &text[..text.len().min(200)]).into());
+            return;
+        }
+    };
     let models = ctx.models;
     let default_model = move || models.catalog.with_untracked(|c| c.as_ref().and_then(|c| c.default_model().map(|m| m.id.clone())));
     match event {
@@ -159,6 +166,8 @@ pub fn on_message(ctx: Ctx, msg: MessageEvent) {
             ctx.by_id.update_value(|m| m.retain(|id, _| !gone.contains(id)));
             ctx.origins.update_value(|m| m.retain(|id, _| !gone.contains(id)));
             ctx.labels.update(|m| m.retain(|id, _| !gone.contains(id)));
+            // The map showed those images; the evaluations stay, as records of what was measured.
+            ctx.lab.map.set(None);
             ctx.classes.update(|c| {
                 if let Some(c) = c {
                     c.rows.retain(|id, _| !gone.contains(id));
@@ -209,7 +218,11 @@ pub fn on_message(ctx: Ctx, msg: MessageEvent) {
             ctx.classes.set(Some(Classes { labels, rows: rows.into_iter().map(|r| (r.id, r)).collect() }));
         }
         Event::LabProgress { stage, done, total } => ctx.lab.running.set(Some((stage, done, total))),
-        Event::Evaluated { ids, names, report, seconds } => {
+        // A result for a model that is no longer loaded (the user switched meanwhile) is dropped.
+        Event::Evaluated { base, .. } | Event::Mapped { base, .. } if ctx.loaded.get_untracked().as_deref() != Some(base.as_str()) => {
+            ctx.lab.running.set(None);
+        }
+        Event::Evaluated { ids, names, report, seconds, .. } => {
             let key = models.model.get_untracked().unwrap_or_default();
             let model = match models.local_model(&key) {
                 Some(m) => format!("{} {}", m.name, m.dtype),
@@ -219,9 +232,13 @@ pub fn on_message(ctx: Ctx, msg: MessageEvent) {
             ctx.status.set(format!("Evaluated {} labelled images in {}", ids.len(), human_seconds(seconds)));
             ctx.lab.evaluated(super::lab::Evaluation { key, model, backend, ids, names, report });
         }
-        Event::Mapped { method, ids, points, seconds, trustworthiness } => {
+        Event::Mapped { method, ids, points, seconds, trustworthiness, k, .. } => {
             ctx.status.set(format!("{} map of {} images in {}", method.to_uppercase(), ids.len(), human_seconds(seconds)));
-            ctx.lab.mapped(super::lab::MapData { method, ids, points, trustworthiness });
+            ctx.lab.mapped(super::lab::MapData { method, ids, points, trustworthiness, k });
+        }
+        Event::LabFailed { message } => {
+            ctx.lab.running.set(None);
+            ctx.error.set(Some(message));
         }
         Event::Exported { file_name, count } => {
             if let Ok(bytes) = data.get(1).dyn_into::<Uint8Array>() {
@@ -244,9 +261,6 @@ pub fn on_message(ctx: Ctx, msg: MessageEvent) {
             ctx.status.set("Downloaded models cleared".into());
             ctx.refresh_storage();
         }
-        Event::Error { message } => {
-            ctx.lab.running.set(None);
-            ctx.error.set(Some(message))
-        }
+        Event::Error { message } => ctx.error.set(Some(message)),
     }
 }

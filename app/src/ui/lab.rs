@@ -42,6 +42,8 @@ pub struct MapData {
     pub ids: Vec<u64>,
     pub points: Vec<[f32; 2]>,
     pub trustworthiness: f64,
+    /// The neighbours the trustworthiness counts.
+    pub k: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -231,7 +233,7 @@ pub fn Lab(ctx: Ctx) -> impl IntoView {
             {move || lab.map.get().map(|m| view! {
                 <div class="lab-map">
                     <p>
-                        {format!("{} map of {} images · trustworthiness (k = 10) {:.3} ", m.method.to_uppercase(), m.ids.len(), m.trustworthiness)}
+                        {format!("{} map of {} images · trustworthiness (k = {}) {:.3} ", m.method.to_uppercase(), m.ids.len(), m.k, m.trustworthiness)}
                         <label><input type="checkbox" prop:checked=move || lab.by_predicted.get() on:change=move |ev| lab.by_predicted.set(event_target_checked(&ev))/>
                             " colour by zero-shot prediction"</label>
                         " "<button on:click=move |_| if let Some(s) = map_figure.with_untracked_map() { download_text(&s, "image/svg+xml", "obscura-map.svg") }>"SVG"</button>
@@ -332,11 +334,14 @@ fn ModelResult(ctx: Ctx, e: Evaluation) -> impl IntoView {
             ids.iter().zip(truth.iter().zip(predicted)).filter(|(_, (t, p))| **t == row && **p == col).map(|(id, _)| *id).collect()
         })
     };
+    // The largest cell, counts and row shares: the heat map's scale.
+    let max_of = |normalised: bool| {
+        (0..k).flat_map(|r| (0..k).map(move |c| (r, c))).map(|(r, c)| confusion_value(&confusion, r, c, normalised)).fold(0.0, f64::max)
+    };
+    let max = [max_of(false), max_of(true)];
     let share = move |row: usize, col: usize, normalised: bool| -> f64 {
-        cells.with_value(|(m, ..)| {
-            let max = (0..m.len()).flat_map(|r| (0..m.len()).map(move |c| (r, c))).map(|(r, c)| confusion_value(m, r, c, normalised)).fold(0.0, f64::max);
-            if max > 0.0 { confusion_value(m, row, col, normalised) / max } else { 0.0 }
-        })
+        let max = max[usize::from(normalised)];
+        cells.with_value(|(m, ..)| if max > 0.0 { confusion_value(m, row, col, normalised) / max } else { 0.0 })
     };
     let confusion_svg = {
         let (t, c, m) = (title.clone(), classes.clone(), confusion.clone());

@@ -9,6 +9,14 @@ pub fn folder_label(path: &str) -> Option<String> {
     (parts.len() >= 2).then(|| parts[parts.len() - 2].to_string())
 }
 
+/// Extensions of the image files a folder is read for (slides and everything else aside).
+pub const IMAGE_EXTENSIONS: [&str; 9] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tif", "tiff", "jfif"];
+
+/// Is `path` an image file by its extension?
+pub fn is_image_path(path: &str) -> bool {
+    path.rsplit_once('.').is_some_and(|(_, e)| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
 /// Folder labels for a batch of paths, kept only when they name at least two classes (one
 /// folder of photos is a collection, not a labelled set).
 pub fn folder_labels(paths: &[String]) -> Vec<Option<String>> {
@@ -29,10 +37,12 @@ pub fn is_label_csv(path: &str) -> bool {
 /// two columns. Quoted fields (RFC 4180) are read; blank lines are skipped.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LabelTable {
-    /// By the path as written (`/`-separated, no leading `./`).
-    by_path: HashMap<String, String>,
-    /// By file name alone, for names that are not ambiguous.
+    /// By the path as written (`/`-separated, no leading `./`); `None` where rows disagree.
+    by_path: HashMap<String, Option<String>>,
+    /// By file name alone; `None` where the name is ambiguous.
     by_name: HashMap<String, Option<String>>,
+    /// By file name without its extension, for tables that list ids (`ISIC_0024306`).
+    by_stem: HashMap<String, Option<String>>,
     pub rows: usize,
 }
 
@@ -45,13 +55,18 @@ impl LabelTable {
         let delim = [',', ';', '\t'].into_iter().max_by_key(|d| (first_line.matches(*d).count(), *d == ',')).unwrap_or(',');
         let rows = csv_rows(text, delim)?;
         let Some(first) = rows.first() else { return Err("the label CSV is empty".into()) };
-        let find = |names: &[&str]| first.iter().position(|h| names.contains(&h.trim().to_ascii_lowercase().as_str()));
-        let (file_col, label_col, skip) =
-            match (find(&["file", "filename", "file_name", "path", "image", "name"]), find(&["label", "class", "category", "target", "diagnosis"])) {
-                (Some(f), Some(l)) => (f, l, 1),
-                _ if first.len() >= 2 => (0, 1, 0),
-                _ => return Err("the label CSV needs two columns: file and label".into()),
-            };
+        // The column of the first name (in this order of preference) that the header has.
+        let find = |names: &[&str]| names.iter().find_map(|n| first.iter().position(|h| h.trim().eq_ignore_ascii_case(n)));
+        const FILE: [&str; 8] = ["file", "filename", "file_name", "path", "image", "name", "image_id", "id"];
+        const LABEL: [&str; 6] = ["label", "class", "category", "target", "diagnosis", "dx"];
+        let (file_col, label_col, skip) = match (find(&FILE), find(&LABEL)) {
+            (Some(f), Some(l)) => (f, l, 1),
+            // A header naming one of the two: not a label table (a `file,split` list, metadata).
+            (Some(_), None) => return Err(format!("its header names no label column ({})", LABEL.join(", "))),
+            (None, Some(_)) => return Err(format!("its header names no file column ({})", FILE.join(", "))),
+            _ if first.len() >= 2 => (0, 1, 0),
+            _ => return Err("the label CSV needs two columns: file and label".into()),
+        };
         let mut table = LabelTable::default();
         for (i, row) in rows.iter().enumerate().skip(skip) {
             if row.iter().all(|f| f.trim().is_empty()) {
@@ -65,8 +80,14 @@ impl LabelTable {
                 continue;
             }
             let name = file.rsplit('/').next().unwrap_or(&file).to_string();
-            table.by_name.entry(name).and_modify(|l| if l.as_deref() != Some(label.as_str()) { *l = None }).or_insert(Some(label.clone()));
-            table.by_path.insert(file, label);
+            let agree = |map: &mut HashMap<String, Option<String>>, key: String| {
+                map.entry(key).and_modify(|l| if l.as_deref() != Some(label.as_str()) { *l = None }).or_insert(Some(label.clone()));
+            };
+            if !name.contains('.') {
+                agree(&mut table.by_stem, name.clone());
+            }
+            agree(&mut table.by_name, name);
+            agree(&mut table.by_path, file);
             table.rows += 1;
         }
         if table.rows == 0 {
@@ -82,7 +103,8 @@ impl LabelTable {
         let mut rest = path.as_str();
         loop {
             if let Some(l) = self.by_path.get(rest) {
-                return Some(l);
+                // Rows that disagree on this path label nothing.
+                return l.as_deref();
             }
             match rest.split_once('/') {
                 Some((_, tail)) => rest = tail,
@@ -90,7 +112,11 @@ impl LabelTable {
             }
         }
         let name = path.rsplit('/').next().unwrap_or(&path);
-        self.by_name.get(name).and_then(|l| l.as_deref())
+        if let Some(l) = self.by_name.get(name) {
+            return l.as_deref();
+        }
+        let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+        self.by_stem.get(stem).and_then(|l| l.as_deref())
     }
 }
 
@@ -185,6 +211,15 @@ mod tests {
         let plain = LabelTable::parse("a.png;tumour\nb.png;stroma").unwrap();
         assert_eq!(plain.label_of("b.png"), Some("stroma"));
         assert!(LabelTable::parse("only\n").is_err());
+        // A header with a file column and no label column is not a label table.
+        assert!(LabelTable::parse("file,split\na.png,train\n").unwrap_err().contains("no label column"));
+        // Rows that disagree about one file label it with neither.
+        let clash = LabelTable::parse("file,label\n0001.png,TUM\n0001.png,STR\n0002.png,TUM\n").unwrap();
+        assert_eq!(clash.label_of("set/0001.png"), None);
+        assert_eq!(clash.label_of("set/0002.png"), Some("TUM"));
+        // Ids without an extension (HAM10000, ISIC) match the image files.
+        let ids = LabelTable::parse("image_id,dx\nISIC_0024306,nv\nISIC_0024307,mel\n").unwrap();
+        assert_eq!(ids.label_of("HAM10000_images/ISIC_0024307.jpg"), Some("mel"));
         assert!(LabelTable::parse("file,label\n\"a.png,x\n").is_err());
     }
 

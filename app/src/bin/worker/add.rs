@@ -34,19 +34,32 @@ struct Prepared {
     thumb: Vec<u8>,
 }
 
-/// Reads, checks and preprocesses one file; `Err` is the reason it is skipped.
-async fn prepare(clip: &Clip, file: &File, name: &str) -> Result<(Prepared, [u8; 32]), String> {
+/// Why a file was not added: the reason, and for a duplicate the content hash it shares with an
+/// image already in the collection (a label given with it then goes to that image).
+struct Skip {
+    reason: String,
+    duplicate: Option<[u8; 32]>,
+}
+
+impl From<String> for Skip {
+    fn from(reason: String) -> Self {
+        Skip { reason, duplicate: None }
+    }
+}
+
+/// Reads, checks and preprocesses one file; `Err` is why it is skipped.
+async fn prepare(clip: &Clip, file: &File, name: &str) -> Result<(Prepared, [u8; 32]), Skip> {
     let size = file.size() as u64;
     if size == 0 {
-        return Err("empty file (0 bytes)".into());
+        return Err(String::from("empty file (0 bytes)").into());
     }
     if size > MAX_FILE_BYTES {
-        return Err(format!("file too large ({}; the limit is {})", app::human_bytes(size), app::human_bytes(MAX_FILE_BYTES)));
+        return Err(format!("file too large ({}; the limit is {})", app::human_bytes(size), app::human_bytes(MAX_FILE_BYTES)).into());
     }
     let bytes = read(file).await?;
     let hash: [u8; 32] = Sha256::digest(&bytes).into();
     if let Some(first) = STATE.with(|s| s.borrow().hashes.get(&hash).cloned()) {
-        return Err(format!("duplicate of {first}"));
+        return Err(Skip { reason: format!("duplicate of {first}"), duplicate: Some(hash) });
     }
     let img = preprocess::decode(&bytes, name, Exif::Apply).map_err(|e| {
         // The list already shows the name.
@@ -82,10 +95,17 @@ pub(crate) async fn add(files: Vec<File>, names: Vec<String>) -> Result<(), Stri
     let names: Vec<String> =
         files.iter().enumerate().map(|(i, f)| names.get(i).cloned().unwrap_or_else(|| f.name())).collect();
     let (files, names, tables) = split_label_tables(files, names).await;
-    // Class folders: each image's folder, when the drop holds two or more of them.
-    let folder_labels: BTreeMap<String, String> =
-        names.iter().cloned().zip(index::lab::labels::folder_labels(&names)).filter_map(|(n, l)| Some((n, l?))).collect();
+    // Class folders: each image's folder, when the drop's images sit in two or more of them (a
+    // CSV in the drop labels it instead, as `weights-tool eval` reads a set).
+    let images: Vec<String> = names.iter().filter(|n| index::lab::labels::is_image_path(n)).cloned().collect();
+    let folder_labels: BTreeMap<String, String> = if tables.is_empty() {
+        images.iter().cloned().zip(index::lab::labels::folder_labels(&images)).filter_map(|(n, l)| Some((n, l?))).collect()
+    } else {
+        BTreeMap::new()
+    };
+    // Images added now, and files that duplicate one already here (by id: their labels apply).
     let mut new_ids: Vec<u64> = Vec::new();
+    let mut duplicates: Vec<(u64, String)> = Vec::new();
     let (files, names, slides) = split_slides(files, names);
     let total = files.len();
     let (mut added, mut skipped, mut done) = (0, 0, 0);
@@ -106,7 +126,10 @@ pub(crate) async fn add(files: Vec<File>, names: Vec<String>) -> Result<(), Stri
                     STATE.with(|s| s.borrow_mut().hashes.insert(hash, name.clone()));
                     batch.push((p, hash));
                 }
-                Err(reason) => {
+                Err(Skip { reason, duplicate }) => {
+                    if let Some(id) = duplicate.and_then(|h| STATE.with(|s| s.borrow().items.iter().find(|(_, e)| e.hash == h).map(|(&id, _)| id))) {
+                        duplicates.push((id, name.clone()));
+                    }
                     skipped += 1;
                     done += 1;
                     post(&Event::Skipped { name: name.clone(), reason });
@@ -168,7 +191,7 @@ pub(crate) async fn add(files: Vec<File>, names: Vec<String>) -> Result<(), Stri
             }
         }
     }
-    label_added(&new_ids, &folder_labels, &tables);
+    label_added(&new_ids, &duplicates, &folder_labels, &tables);
     STATE.with(|s| s.borrow().adding.set(false));
     save_index().await;
     let seconds = (js_sys::Date::now() - started) / 1000.0;
@@ -197,14 +220,21 @@ async fn split_label_tables(files: Vec<File>, names: Vec<String>) -> (Vec<File>,
     (kept_files, kept_names, tables)
 }
 
-/// Labels what was just added from its class folder, and, from the drop's CSVs (which win over
-/// folders), any image of the collection they name: a CSV dropped after the images labels them.
-fn label_added(new_ids: &[u64], folders: &BTreeMap<String, String>, tables: &[(String, LabelTable)]) {
+/// Labels what was just added from its class folder (and an image already here that a dropped
+/// file duplicates, from that file's folder: dropping the class folders labels images added
+/// before), and, from the drop's CSVs, any image of the collection they name: a CSV dropped after
+/// the images labels them.
+fn label_added(new_ids: &[u64], duplicates: &[(u64, String)], folders: &BTreeMap<String, String>, tables: &[(String, LabelTable)]) {
     let mut changes: Vec<(u64, Option<String>)> = Vec::new();
     STATE.with(|s| {
         let s = s.borrow();
         for id in new_ids {
             if let Some(l) = s.items.get(id).and_then(|e| folders.get(&e.name)) {
+                changes.push((*id, Some(l.clone())));
+            }
+        }
+        for (id, name) in duplicates {
+            if let Some(l) = folders.get(name) {
                 changes.push((*id, Some(l.clone())));
             }
         }

@@ -78,8 +78,8 @@ async fn handle(request: Request, files: Vec<File>) {
             Ok(_) => list_models().await,
             Err(e) => Err(e),
         },
-        Request::Evaluate { templates, probe } => crate::lab::evaluate(templates, probe).await,
-        Request::Map { method } => crate::lab::map(method).await,
+        Request::Evaluate { templates, probe } => crate::lab::evaluate(templates, probe).await.or_else(|message| Ok(post(&Event::LabFailed { message }))),
+        Request::Map { method } => crate::lab::map(method).await.or_else(|message| Ok(post(&Event::LabFailed { message }))),
         Request::Cancel => Ok(()),
     };
     if let Err(message) = result {

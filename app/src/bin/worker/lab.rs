@@ -27,8 +27,14 @@ impl Ticker {
     }
 }
 
+/// The loaded model's base: a result is for the model that was loaded when it started.
+fn base() -> String {
+    STATE.with(|s| s.borrow().base.clone())
+}
+
 pub(crate) async fn evaluate(templates: Vec<String>, probe: bool) -> Result<(), String> {
     let started = js_sys::Date::now();
+    let base_at_start = base();
     let templates: Vec<String> = templates.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
     // The labelled images, by name: the order `weights-tool eval` walks a folder in, so that the
     // probe's seeded split is the same images natively and here.
@@ -66,13 +72,16 @@ pub(crate) async fn evaluate(templates: Vec<String>, probe: bool) -> Result<(), 
         }
         prompts.push(embedded);
         ticker.tick(c + 1, classes.len());
+        if base() != base_at_start {
+            return Err("another model was loaded during the evaluation: evaluate again".into());
+        }
     }
-    let model = STATE.with(|s| s.borrow().base.clone());
+    let model = base_at_start.clone();
     let options = ProbeOptions::default();
     let mut ticker = Ticker::new("linear probe");
     let report = lab::evaluate(&model, &templates, &classes, &prompts, &images, &truth, probe.then_some(&options), &mut |d, t| ticker.tick(d, t));
     let seconds = (js_sys::Date::now() - started) / 1000.0;
-    post(&Event::Evaluated { ids, names, report, seconds });
+    post(&Event::Evaluated { base: base_at_start, ids, names, report, seconds });
     Ok(())
 }
 
@@ -81,6 +90,7 @@ const TRUST_SAMPLE: usize = 2000;
 
 pub(crate) async fn map(method: String) -> Result<(), String> {
     let started = js_sys::Date::now();
+    let base = base();
     let (ids, rows): (Vec<u64>, Vec<Vec<f32>>) = STATE.with(|s| s.borrow().items.iter().map(|(&id, e)| (id, e.embedding.clone())).unzip());
     if rows.len() < 3 {
         return Err("the map needs at least three images".into());
@@ -93,12 +103,17 @@ pub(crate) async fn map(method: String) -> Result<(), String> {
         }
         other => return Err(format!("unknown map method {other:?} (pca or umap)")),
     };
+    if points.iter().flatten().any(|v| !v.is_finite()) {
+        return Err("the map is not finite: some embeddings hold NaN or infinity".into());
+    }
     let seconds = (js_sys::Date::now() - started) / 1000.0;
     let m = rows.len().min(TRUST_SAMPLE);
     let step = rows.len() / m;
     let sub: Vec<Vec<f32>> = (0..m).map(|i| rows[i * step].clone()).collect();
     let sub_points: Vec<[f32; 2]> = (0..m).map(|i| points[i * step]).collect();
-    let trustworthiness = map::trustworthiness(&sub, &sub_points, 10.min(m.saturating_sub(2)).max(1));
-    post(&Event::Mapped { method, ids, points, seconds, trustworthiness });
+    // scikit-learn's definition needs k < n/2 (2n ≥ 3k + 2); 10 where the set allows.
+    let k = 10.min((2 * m).saturating_sub(2) / 3).max(1);
+    let trustworthiness = map::trustworthiness(&sub, &sub_points, k);
+    post(&Event::Mapped { base, method, ids, points, seconds, trustworthiness, k });
     Ok(())
 }

@@ -282,6 +282,12 @@ pub(crate) async fn import(files: Vec<File>, name: String) -> Result<(), String>
         for item in chunk {
             if STATE.with(|s| s.borrow().hashes.contains_key(&item.hash)) {
                 duplicates += 1;
+                // Already here: the file's label (if any) goes to the image that is.
+                if let Some(l) = parsed.labels.get(&item.id) {
+                    if let Some(id) = STATE.with(|s| s.borrow().items.iter().find(|(_, e)| e.hash == item.hash).map(|(&id, _)| id)) {
+                        labels.push((id, Some(l.clone())));
+                    }
+                }
                 continue;
             }
             let new = index_item(item.name.clone(), item.hash, item.thumb.clone(), item.embedding.clone(), item.origin.clone());
