@@ -190,6 +190,17 @@ try {
   await runEvaluate();
   const relabelled = await page.$eval('[data-testid="metric"][data-key="accuracy"]', (e) => Number(e.dataset.value));
   check(relabelled === 1, `a CSV dropped later relabels the collection: accuracy ${nativeFlat.accuracy} → ${relabelled}`);
+
+  // Images added unlabelled, then the class folders dropped: every file is a duplicate, and its
+  // folder labels the image already there.
+  await page.getByTestId("clear-all").click();
+  await waitCount(0);
+  await page.getByTestId("file-input").setInputFiles(flat.filter((f) => f.endsWith(".jpg")));
+  await waitCount(manifest.length);
+  await page.getByTestId("folder-input").setInputFiles(join(set, "folders"));
+  await waitLabelled(manifest.length);
+  check((await count()) === String(manifest.length), `class folders dropped on the same images label them, adding none (${await count()} images)`);
+  await evaluate("unlabelled images, then their class folders", nativeFlat);
   console.log(`  total ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
   check(false, `the run finished: ${e.message}`);
