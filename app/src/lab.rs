@@ -331,8 +331,12 @@ pub fn report_html(evaluations: &[(&str, &Report)], map: Option<&str>, when: &st
             }
             s.push_str(&format!(
                 "<p class=\"muted\">Linear probe: L2 logistic regression on the normalised embeddings, C = {} chosen by {}-fold cross-validation on the \
-                 training part ({} images), tested on {} held-out images (stratified split).</p>",
-                p.c, p.folds, p.train_size, p.test_size
+                 training part ({} images{}), tested on {} held-out images (stratified split).</p>",
+                p.c,
+                p.folds,
+                p.train_size,
+                if p.cv_rows < p.train_size { format!("; C chosen on a stratified {} of them", p.cv_rows) } else { String::new() },
+                p.test_size
             ));
         }
     }

@@ -410,8 +410,9 @@ fn ModelResult(ctx: Ctx, e: Evaluation) -> impl IntoView {
                     " "{few_shot2.clone().map(|s| { let b = base.clone(); view! { <button class="small" on:click=move |_| download_png(s.clone(), format!("obscura-few-shot-{b}.png"))>"PNG"</button> } })}
                 </h4>
                 <p data-testid="probe" data-accuracy=p.metrics.accuracy.to_string() data-c=p.c.to_string()>
-                    {format!("Logistic regression (L2) on the normalised embeddings: test accuracy {:.3} on {} held-out images; C = {} by {}-fold cross-validation on the {} training images.",
-                        p.metrics.accuracy, p.test_size, p.c, p.folds, p.train_size)}
+                    {format!("Logistic regression (L2) on the normalised embeddings: test accuracy {:.3} on {} held-out images; C = {} by {}-fold cross-validation on {}the {} training images.",
+                        p.metrics.accuracy, p.test_size, p.c, p.folds,
+                        if p.cv_rows < p.train_size { format!("a stratified {} of ", p.cv_rows) } else { String::new() }, p.train_size)}
                     {p.zero_shot_accuracy.map(|z| format!(" Zero-shot on the same test images: {z:.3}."))}
                 </p>
                 <div class="figure" inner_html=few_shot.clone().unwrap_or_default()></div>

@@ -274,12 +274,34 @@ pub struct ProbeOptions {
     pub seed: u64,
     /// Seeds per point of the few-shot curve.
     pub seeds: usize,
+    /// C is chosen on at most this many training images (a seeded stratified subsample; the
+    /// probe is then fitted on all of them): cross-validation is 35 fits, and on a set of
+    /// 10,000 it would hold the worker for minutes.
+    pub cv_limit: usize,
 }
 
 impl Default for ProbeOptions {
     fn default() -> Self {
-        ProbeOptions { test_fraction: 0.3, folds: 5, seed: 0, seeds: 5 }
+        ProbeOptions { test_fraction: 0.3, folds: 5, seed: 0, seeds: 5, cv_limit: 2000 }
     }
+}
+
+/// About `limit` of `rows`, each class in its share but at least `min_per_class` (or all it has),
+/// seeded.
+fn stratified_subsample(rows: &[usize], y: &[usize], classes: usize, limit: usize, min_per_class: usize, seed: u64) -> Vec<usize> {
+    if rows.len() <= limit {
+        return rows.to_vec();
+    }
+    let mut rng = Rng::new(seed ^ 0x5AB5);
+    let mut out = Vec::with_capacity(limit);
+    for class in 0..classes {
+        let mut members: Vec<usize> = rows.iter().copied().filter(|&i| y[i] == class).collect();
+        shuffle(&mut members, &mut rng);
+        let take = (members.len() * limit / rows.len()).max(min_per_class).min(members.len());
+        out.extend_from_slice(&members[..take]);
+    }
+    out.sort_unstable();
+    out
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -298,6 +320,9 @@ pub struct Probe {
     pub cv: Vec<CvPoint>,
     pub folds: usize,
     pub train_size: usize,
+    /// Training images the cross-validation ran on (all of them up to `cv_limit`).
+    #[serde(default)]
+    pub cv_rows: usize,
     pub test_size: usize,
     /// On the test part.
     pub metrics: Metrics,
@@ -351,7 +376,8 @@ pub fn run(
         done += 1;
         progress(done, total);
     };
-    let (c, cv) = choose_c(data, y, train, classes, folds, options.seed, &mut tick);
+    let cv_rows = stratified_subsample(train, y, classes, options.cv_limit, folds, options.seed);
+    let (c, cv) = choose_c(data, y, &cv_rows, classes, folds, options.seed, &mut tick);
     let model = fit(data, y, train, classes, c, None);
     tick();
     let predicted: Vec<usize> = test.iter().map(|&i| model.predict(data, i)).collect();
@@ -390,6 +416,7 @@ pub fn run(
         cv,
         folds,
         train_size: train.len(),
+        cv_rows: cv_rows.len(),
         test_size: test.len(),
         metrics,
         zero_shot_accuracy,
@@ -434,6 +461,21 @@ mod tests {
             let num = (objective(&data, &y, &rows, 3, 0.7, &a, &mut scratch) - objective(&data, &y, &rows, 3, 0.7, &b, &mut scratch)) / 2e-6;
             assert!((num - g[j]).abs() < 1e-6, "{j}: {num} vs {}", g[j]);
         }
+    }
+
+    #[test]
+    fn cross_validation_runs_on_a_stratified_subsample_of_a_large_training_part() {
+        // 3 classes of 90, 60 and 30 images; C is chosen on about 60 of the 180.
+        let y: Vec<usize> = (0..180).map(|i| if i < 90 { 0 } else if i < 150 { 1 } else { 2 }).collect();
+        let rows: Vec<usize> = (0..180).collect();
+        let sub = stratified_subsample(&rows, &y, 3, 60, 5, 7);
+        let per: Vec<usize> = (0..3).map(|c| sub.iter().filter(|&&i| y[i] == c).count()).collect();
+        assert_eq!(per, vec![30, 20, 10]);
+        assert_eq!(sub, stratified_subsample(&rows, &y, 3, 60, 5, 7), "seeded");
+        // A rare class keeps enough for every fold; a small part is used whole.
+        let rare = stratified_subsample(&rows, &y, 3, 12, 5, 7);
+        assert_eq!((0..3).map(|c| rare.iter().filter(|&&i| y[i] == c).count()).collect::<Vec<_>>(), vec![6, 5, 5]);
+        assert_eq!(stratified_subsample(&rows, &y, 3, 500, 5, 7), rows);
     }
 
     #[test]
