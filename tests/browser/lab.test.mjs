@@ -201,6 +201,33 @@ try {
   await waitLabelled(manifest.length);
   check((await count()) === String(manifest.length), `class folders dropped on the same images label them, adding none (${await count()} images)`);
   await evaluate("unlabelled images, then their class folders", nativeFlat);
+
+  // ---------------------------------------------------------------- a second model, side by side
+  // A tiny random OpenCLIP checkpoint, added from disk: its collection is its own, so the set is
+  // added again; the demo's evaluation stays beside it.
+  const options = () => page.$$eval('[data-testid="model-picker"] option', (os) => os.length);
+  const modelsBefore = await options();
+  await page.locator(".add-model summary").click();
+  await page.getByTestId("model-dtype").selectOption("f32");
+  const tiny = join(root, "tests", "golden", "models", "tiny-openclip");
+  await page.getByTestId("model-import").setInputFiles(["open_clip_config.json", "open_clip_pytorch_model.bin"].map((f) => join(tiny, f)));
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="model-picker"] option').length > n || document.querySelector('[data-testid="model-keep"]'), modelsBefore, { timeout: 300_000 });
+  if (await page.getByTestId("model-keep").count()) await page.getByTestId("model-keep").click();
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid="model-picker"] option').length > n, modelsBefore, { timeout: 300_000 });
+  await page.waitForFunction(() => /^ready/.test(document.querySelector('[data-testid="model-status"]')?.textContent ?? ""), null, { timeout: 300_000 });
+  await waitCount(0);
+  await page.getByTestId("folder-input").setInputFiles(join(set, "folders"));
+  await waitCount(manifest.length);
+  await waitLabelled(manifest.length);
+  await runEvaluate();
+  const columns = await page.$$eval('[data-testid="lab-summary"] thead th', (els) => els.map((e) => e.textContent));
+  const blocks = await page.$$eval('[data-testid="lab-model"]', (els) =>
+    els.map((e) => ({ model: e.dataset.model, open: [...e.querySelectorAll('[data-testid="confusion-cell"]')].filter((b) => !b.disabled).length })));
+  check(columns.length === 3 && blocks.length === 2 && blocks[0].model !== blocks[1].model,
+    `two models side by side: ${columns.slice(1).join(" | ")}`);
+  check(blocks[0].open > 0 && blocks[1].open === 0, `the loaded model's cells open images (${blocks[0].open}), the other's wait for its collection (${blocks[1].open})`);
+  const accuracies = await page.$$eval('[data-testid="metric"][data-key="accuracy"]', (els) => els.map((e) => Number(e.dataset.value)));
+  check(accuracies.length === 2 && accuracies.every((a) => a >= 0 && a <= 1), `both accuracies in the table: ${accuracies.join(", ")}`);
   console.log(`  total ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
   check(false, `the run finished: ${e.message}`);
