@@ -97,9 +97,9 @@ pub enum Event {
     /// Progress of an evaluation or a map: `stage` says what runs (`embed prompts`, `probe`,
     /// `neighbours`, `layout`).
     LabProgress { stage: String, done: usize, total: usize },
-    /// The evaluation of the labelled images `ids` (`names` theirs), in the report's order, by
-    /// the model loaded from `base` (a result for a model no longer loaded is dropped).
-    Evaluated { base: String, ids: Vec<u64>, names: Vec<String>, report: index::lab::Report, seconds: f64 },
+    /// The evaluation of the labelled images `ids`, in the report's order, by the model loaded
+    /// from `base` (a result for a model no longer loaded is dropped).
+    Evaluated { base: String, ids: Vec<u64>, report: index::lab::Report, seconds: f64 },
     /// The map: a point per image of `ids`; the trustworthiness of the layout (its `k`
     /// neighbours, 10 where there are enough points), measured on up to 2,000 of them.
     Mapped { base: String, method: String, ids: Vec<u64>, points: Vec<[f32; 2]>, seconds: f64, trustworthiness: f64, k: usize },

@@ -222,7 +222,7 @@ pub fn on_message(ctx: Ctx, msg: MessageEvent) {
         Event::Evaluated { base, .. } | Event::Mapped { base, .. } if ctx.loaded.get_untracked().as_deref() != Some(base.as_str()) => {
             ctx.lab.running.set(None);
         }
-        Event::Evaluated { ids, names, report, seconds, .. } => {
+        Event::Evaluated { ids, report, seconds, .. } => {
             let key = models.model.get_untracked().unwrap_or_default();
             let model = match models.local_model(&key) {
                 Some(m) => format!("{} {}", m.name, m.dtype),
@@ -230,7 +230,7 @@ pub fn on_message(ctx: Ctx, msg: MessageEvent) {
             };
             let backend = ctx.backend.get_untracked().map(|(b, _)| b.label().to_string()).unwrap_or_default();
             ctx.status.set(format!("Evaluated {} labelled images in {}", ids.len(), human_seconds(seconds)));
-            ctx.lab.evaluated(super::lab::Evaluation { key, model, backend, ids, names, report });
+            ctx.lab.evaluated(super::lab::Evaluation { key, model, backend, ids, report });
         }
         Event::Mapped { method, ids, points, seconds, trustworthiness, k, .. } => {
             ctx.status.set(format!("{} map of {} images in {}", method.to_uppercase(), ids.len(), human_seconds(seconds)));

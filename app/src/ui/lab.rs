@@ -26,7 +26,6 @@ pub struct Evaluation {
     pub backend: String,
     /// The labelled images, in the report's order.
     pub ids: Vec<u64>,
-    pub names: Vec<String>,
     pub report: Report,
 }
 
@@ -191,7 +190,7 @@ pub fn Lab(ctx: Ctx) -> impl IntoView {
         let rows: Vec<(String, &Report)> = list.iter().map(|e| (e.title(), &e.report)).collect();
         let refs: Vec<(&str, &Report)> = rows.iter().map(|(n, r)| (n.as_str(), *r)).collect();
         let when = String::from(js_sys::Date::new_0().to_iso_string());
-        let map = map_figure.with_untracked_map();
+        let map = untrack(map_figure);
         download_text(&figures::report_html(&refs, map.as_deref(), &format!("Made {}", &when[..10])), "text/html", "obscura-lab-report.html");
     };
 
@@ -236,8 +235,8 @@ pub fn Lab(ctx: Ctx) -> impl IntoView {
                         {format!("{} map of {} images · trustworthiness (k = {}) {:.3} ", m.method.to_uppercase(), m.ids.len(), m.k, m.trustworthiness)}
                         <label><input type="checkbox" prop:checked=move || lab.by_predicted.get() on:change=move |ev| lab.by_predicted.set(event_target_checked(&ev))/>
                             " colour by zero-shot prediction"</label>
-                        " "<button on:click=move |_| if let Some(s) = map_figure.with_untracked_map() { download_text(&s, "image/svg+xml", "obscura-map.svg") }>"SVG"</button>
-                        " "<button on:click=move |_| if let Some(s) = map_figure.with_untracked_map() { download_png(s, "obscura-map.png".into()) }>"PNG"</button>
+                        " "<button on:click=move |_| if let Some(s) = untrack(map_figure) { download_text(&s, "image/svg+xml", "obscura-map.svg") }>"SVG"</button>
+                        " "<button on:click=move |_| if let Some(s) = untrack(map_figure) { download_png(s, "obscura-map.png".into()) }>"PNG"</button>
                     </p>
                     <p class="muted">"Hover a point for its image, click to open it, drag a lasso to show those images in the collection."</p>
                     <MapView ctx=ctx svg=Signal::derive(move || map_figure().unwrap_or_default())/>
@@ -272,17 +271,6 @@ fn map_colours(ctx: Ctx, m: &MapData, by_predicted: bool, current: Option<Evalua
         .map(|id| if by_predicted { predicted.get(id).copied() } else { labels.get(id).and_then(|l| index.get(l.as_str()).copied()) })
         .collect();
     (classes, colours)
-}
-
-trait UntrackedMap {
-    fn with_untracked_map(&self) -> Option<String>;
-}
-
-impl<F: Fn() -> Option<String>> UntrackedMap for F {
-    /// Runs the figure builder without subscribing the caller (an event handler) to its signals.
-    fn with_untracked_map(&self) -> Option<String> {
-        untrack(self)
-    }
 }
 
 /// The metric table: a row per metric, a column per model.

@@ -44,12 +44,10 @@ pub(crate) async fn evaluate(templates: Vec<String>, probe: bool) -> Result<(), 
     });
     rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut ids = Vec::with_capacity(rows.len());
-    let mut names = Vec::with_capacity(rows.len());
     let mut labels = Vec::with_capacity(rows.len());
     let mut images = Vec::with_capacity(rows.len());
-    for (name, id, label, embedding) in rows {
+    for (_, id, label, embedding) in rows {
         ids.push(id);
-        names.push(name);
         labels.push(label);
         images.push(embedding);
     }
@@ -81,7 +79,7 @@ pub(crate) async fn evaluate(templates: Vec<String>, probe: bool) -> Result<(), 
     let mut ticker = Ticker::new("linear probe");
     let report = lab::evaluate(&model, &templates, &classes, &prompts, &images, &truth, probe.then_some(&options), &mut |d, t| ticker.tick(d, t));
     let seconds = (js_sys::Date::now() - started) / 1000.0;
-    post(&Event::Evaluated { base: base_at_start, ids, names, report, seconds });
+    post(&Event::Evaluated { base: base_at_start, ids, report, seconds });
     Ok(())
 }
 
