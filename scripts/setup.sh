@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Obscura's build and tests need on a fresh Debian machine, idempotently:
 # the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock and trunk (the app's build),
+# the pinned nightly with rust-src (the threaded CPU worker), binaryen's wasm-opt from npm
+# (release builds; Debian's is too old),
 # Chromium + chromedriver (WebGPU on SwiftShader for browser tests), Mesa's lavapipe (a Vulkan
 # adapter for the native wgpu tests), Node.js if missing (the index's wasm test, the app's
 # browser test) and playwright-core (that test's driver). Sourced by test.sh, and by run.sh with
@@ -15,8 +17,8 @@ if [ "${OBSCURA_SETUP:-test}" = test ]; then
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
-command -v node >/dev/null || need_apt+=(nodejs npm)
 fi
+command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   as_root apt-get update -qq
@@ -24,6 +26,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+source scripts/toolchain.sh
+
+# wasm-opt for trunk's release builds and the threaded worker's (Trunk.toml pins its version).
+if [ ! -x scripts/tools/node_modules/.bin/wasm-opt ]; then
+  echo "setup: installing binaryen (wasm-opt) from npm"
+  (cd scripts/tools && npm ci --no-audit --no-fund --loglevel=error)
+fi
+export PATH="$PWD/scripts/tools/node_modules/.bin:$PATH"
 
 # wasm-bindgen's CLI must match the wasm-bindgen crate exactly; `--locked` fails on this registry.
 wb_version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')

@@ -23,7 +23,8 @@ export CHROMEDRIVER=/usr/bin/chromedriver
 export WASM_BINDGEN_TEST_TIMEOUT=600
 # wasm-bindgen-test-runner reads model-wasm/webdriver.json (Chromium's WebGPU flags).
 cargo test -p model-wasm --target wasm32-unknown-unknown --test web
-echo "== the app in headless Chromium (trunk build, then WebGPU on SwiftShader and the CPU fallback)"
+echo "== the app in headless Chromium (trunk build, then WebGPU on SwiftShader, the threaded CPU worker on an isolated page, the one-thread worker on a page that is not)"
+# trunk's hooks build the threaded worker (nightly) and the service worker too (Trunk.toml).
 trunk build
 mkdir -p target/browser
 classes=$(sed -n 's/.*"class": "\(.*\)".*/\1/p' public/samples/manifest.json | sort -u)
@@ -34,7 +35,10 @@ while IFS= read -r c; do texts+=(--text "an H&E image of $c."); done <<< "$class
 target/debug/weights-tool embed --model public/models/demo --backend cpu --image public/samples \
   --slide tests/slides/data/tumour.svs "${texts[@]}" > target/browser/native.json
 node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend webgpu
-node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend cpu
+node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend cpu --isolation headers
+node tests/browser/app.test.mjs --dist dist --native target/browser/native.json --backend cpu --isolation none
+echo "== offline: a host without COOP/COEP, the service worker's isolation, a second visit, an offline reload, a new deploy"
+OBSCURA_DEV_BUILD=1 node tests/browser/offline.test.mjs --dist dist --native target/browser/native.json
 echo "== the teaching lab in Chromium (class folders and a CSV, against weights-tool eval on the same folder)"
 node tests/browser/lab.test.mjs --prepare target/browser/lab
 for layout in folders flat; do

@@ -1,10 +1,14 @@
 //! One runtime choice over two burn backends: wgpu (WebGPU in the browser, Vulkan/Metal/DX12
 //! natively) and burn-flex on the CPU (also in wasm). Readback is async everywhere, because the
-//! browser has no synchronous GPU readback.
+//! browser has no synchronous GPU readback. Without the `gpu` feature only the CPU backend is
+//! built (the app's threaded CPU worker: wgpu does not build with wasm atomics).
 
 use burn::backend::Flex;
+#[cfg(feature = "gpu")]
 use burn::backend::wgpu::{Wgpu, WgpuDevice};
-use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
+#[cfg(feature = "gpu")]
+use burn::tensor::{DType, FloatDType};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::config::ClipConfig;
 use crate::error::{Error, Result};
@@ -43,6 +47,7 @@ impl Precision {
     }
 
     /// The backend's name in errors.
+    #[cfg(feature = "gpu")]
     fn gpu_label(self) -> &'static str {
         match self {
             Self::F32 => "wgpu",
@@ -86,6 +91,7 @@ impl BackendKind {
 
 /// The CPU backend (also in wasm). Public so that benches measure what the encoder runs on.
 pub type Cpu = Flex;
+#[cfg(feature = "gpu")]
 type Gpu = Wgpu<f32, i32>;
 
 /// A loaded model on one backend.
@@ -93,10 +99,12 @@ type Gpu = Wgpu<f32, i32>;
 #[allow(clippy::large_enum_variant)] // one per loaded model; boxing buys nothing
 pub enum Encoder {
     Cpu(ClipModel<Cpu>),
+    #[cfg(feature = "gpu")]
     Gpu(ClipModel<Gpu>, WgpuDevice, Precision),
 }
 
 /// The wgpu adapter in use.
+#[cfg(feature = "gpu")]
 #[derive(Debug, Clone)]
 struct Adapter {
     name: String,
@@ -106,6 +114,7 @@ struct Adapter {
 
 /// Initialise the wgpu runtime once per process (burn's runtime is global). Returns the adapter,
 /// or why none.
+#[cfg(feature = "gpu")]
 #[allow(clippy::await_holding_lock)] // on purpose: a second caller waits for the first's init
 async fn init_wgpu() -> std::result::Result<(WgpuDevice, Adapter), String> {
     // Natively, callers on several threads (tests) must not both initialise: the lock is held
@@ -133,6 +142,7 @@ async fn init_wgpu() -> std::result::Result<(WgpuDevice, Adapter), String> {
     result.map(|adapter| (WgpuDevice::default(), adapter))
 }
 
+#[cfg(feature = "gpu")]
 async fn probe_and_init() -> std::result::Result<Adapter, String> {
     // Probe first: burn panics when it finds no adapter, and a panic aborts a wasm worker. Probe
     // the one backend burn's `AutoGraphicsApi` asks for (Vulkan, Metal on macOS, WebGPU in the
@@ -166,6 +176,7 @@ async fn probe_and_init() -> std::result::Result<Adapter, String> {
 
 impl Encoder {
     /// Load weights onto the chosen backend, falling back to the CPU under `Auto`.
+    #[cfg(feature = "gpu")]
     pub async fn load(config: &ClipConfig, weights: Weights, choice: BackendChoice) -> Result<(Self, BackendInfo)> {
         let gpu = match choice {
             BackendChoice::Cpu => Err(None),
@@ -196,9 +207,23 @@ impl Encoder {
         }
     }
 
+    /// Load weights onto the CPU: this build has no GPU backend.
+    #[cfg(not(feature = "gpu"))]
+    pub async fn load(config: &ClipConfig, weights: Weights, choice: BackendChoice) -> Result<(Self, BackendInfo)> {
+        const NONE: &str = "this build has no GPU backend";
+        if matches!(choice, BackendChoice::Wgpu | BackendChoice::WgpuF32) {
+            return Err(Error::Backend { backend: "wgpu", reason: NONE.into() });
+        }
+        let model = ClipModel::from_weights(config, weights, &Place::f32(&Default::default()))?;
+        let reason = (choice == BackendChoice::Auto).then(|| NONE.to_string());
+        let info = BackendInfo { kind: BackendKind::Cpu, precision: Precision::F32, adapter: None, fallback_reason: reason };
+        Ok((Self::Cpu(model), info))
+    }
+
     pub fn logit_scale(&self) -> f32 {
         match self {
             Self::Cpu(m) => m.logit_scale,
+            #[cfg(feature = "gpu")]
             Self::Gpu(m, ..) => m.logit_scale,
         }
     }
@@ -207,6 +232,7 @@ impl Encoder {
     pub async fn image_features(&self, pixels: &[Pixels]) -> Result<Vec<Vec<f32>>> {
         match self {
             Self::Cpu(m) => image_features(m, pixels, &Default::default(), "cpu").await,
+            #[cfg(feature = "gpu")]
             Self::Gpu(m, d, p) => image_features(m, pixels, d, p.gpu_label()).await,
         }
     }
@@ -215,6 +241,7 @@ impl Encoder {
     pub async fn text_features(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         match self {
             Self::Cpu(m) => readback(m.text.forward(ids, &Default::default())?, "cpu").await,
+            #[cfg(feature = "gpu")]
             Self::Gpu(m, d, p) => readback(m.text.forward(ids, d)?, p.gpu_label()).await,
         }
     }

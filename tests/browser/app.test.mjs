@@ -9,10 +9,13 @@
 // A network recorder fails the run if any request leaves the app's origin, is not a GET, or
 // carries a body (image bytes, thumbnails or embeddings would have to).
 //
-//   node tests/browser/app.test.mjs --dist dist --native native.json --backend webgpu|cpu
+//   node tests/browser/app.test.mjs --dist dist --native native.json --backend webgpu|cpu [--isolation headers|none]
 //
 // `--backend webgpu` starts Chromium with WebGPU on SwiftShader; `cpu` starts it without WebGPU,
-// so the app must fall back to its CPU backend and say so.
+// so the app must fall back to its CPU backend and say so. `--isolation headers` (the default)
+// serves COOP/COEP headers, so on the CPU the page runs the threaded worker (one thread per core);
+// `none` sends none and keeps the service worker out, so the page stays not cross-origin isolated
+// and runs the one-thread worker, and its badge says why.
 
 import { readFile, mkdtemp, writeFile, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -24,6 +27,7 @@ const args = parseArgs();
 const root = resolve(new URL("../..", import.meta.url).pathname);
 const dist = resolve(args.dist ?? join(root, "dist"));
 const backend = args.backend ?? "webgpu";
+const isolated = (args.isolation ?? "headers") === "headers";
 const native = JSON.parse(await readFile(args.native, "utf8"));
 const samples = join(root, "public", "samples");
 const manifest = JSON.parse(await readFile(join(samples, "manifest.json"), "utf8"));
@@ -32,9 +36,9 @@ const CLASSES = [...new Set(manifest.map((m) => m.class))];
 
 const { check, failures } = checker();
 // Like a typical static host: an ETag on every file, revalidated on each use (304 when unchanged).
-const server = await serve(dist);
+const server = await serve(dist, { isolated });
 const { served, origin } = server;
-const { browser, context, page, requests } = await launch(backend);
+const { browser, context, page, requests } = await launch(backend, { serviceWorkers: isolated ? "allow" : "block" });
 page.on("worker", (w) => w.on("close", () => console.log("  [worker closed]")));
 
 const started = Date.now();
@@ -44,6 +48,13 @@ try {
   await page.waitForFunction(() => /webgpu|cpu/.test(document.querySelector('[data-testid="backend"]')?.textContent ?? ""), null, { timeout: 600_000 });
   const badgeText = await badge.textContent();
   check(badgeText.startsWith(backend), `backend badge says ${backend}: "${badgeText}"`);
+  if (backend === "cpu") {
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    const pageIsolated = await page.evaluate(() => self.crossOriginIsolated);
+    check(pageIsolated === isolated, `the page is ${isolated ? "" : "not "}cross-origin isolated`);
+    const want = isolated ? `cpu · ${cores} thread${cores === 1 ? "" : "s"}` : "cpu · 1 thread · page not cross-origin isolated";
+    check(badgeText === want, `the badge gives the CPU path's threads: "${badgeText}" (want "${want}")`);
+  }
   if (backend === "webgpu") {
     const detail = (await badge.getAttribute("title")) ?? "";
     check(/\b(f16|f32) compute$/.test(detail), `the badge's title says which float type WebGPU computes in: "${detail}"`);
@@ -284,7 +295,7 @@ try {
   console.log(`time to a usable model ${firstModel.toFixed(1)} s; total ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } catch (e) {
   check(false, `the run finished: ${e.message}`);
-  await page.screenshot({ path: join(tmpdir(), `obscura-${backend}.png`) }).catch(() => {});
+  await page.screenshot({ path: join(tmpdir(), `obscura-${backend}-${isolated ? "isolated" : "not-isolated"}.png`) }).catch(() => {});
 } finally {
   // ---------------------------------------------------------------- privacy
   checkPrivacy({ requests, served, origin, check, private: /\.(jpg|png|svs|ndpi)$/, what: "the images and slides" });

@@ -24,22 +24,30 @@ export function checker() {
 
 const MIME = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css", ".json": "application/json", ".jpg": "image/jpeg", ".png": "image/png", ".svg": "image/svg+xml" };
 
-/// Serves `dist` like a typical static host (an ETag on every file, revalidated on each use).
-export async function serve(dist) {
+/// COOP/COEP: what a host sends to make the page cross-origin isolated (run.sh's trunk serve, a
+/// Hugging Face Space's `custom_headers`).
+export const ISOLATION = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
+
+/// Serves `dist` like a typical static host (an ETag on every file, revalidated on each use),
+/// with COOP/COEP headers when `isolated`. `served` lists every request answered, `bytes` the
+/// bytes of the bodies sent.
+export async function serve(dist, { isolated = true } = {}) {
   const served = [];
   const state = { served, bytes: 0 };
   const server = createServer(async (req, res) => {
-    served.push({ method: req.method, url: req.url });
+    const entry = { method: req.method, url: req.url, bytes: 0 };
+    served.push(entry);
     const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^\/+/, "");
     const file = join(dist, path === "" ? "index.html" : path);
     if (!file.startsWith(dist)) return res.writeHead(403).end();
     try {
       const info = await stat(file);
       const etag = `"${info.size}-${info.mtimeMs}"`;
-      const headers = { "content-type": MIME[extname(file)] ?? "application/octet-stream", etag, "cache-control": "no-cache" };
+      const headers = { "content-type": MIME[extname(file)] ?? "application/octet-stream", etag, "cache-control": "no-cache", ...(isolated ? ISOLATION : {}) };
       if (req.headers["if-none-match"] === etag) return res.writeHead(304, headers).end();
       const body = await readFile(file);
       state.bytes += body.length;
+      entry.bytes = body.length;
       res.writeHead(200, headers).end(body);
     } catch {
       res.writeHead(404).end();
@@ -48,6 +56,7 @@ export async function serve(dist) {
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   state.origin = `http://127.0.0.1:${server.address().port}`;
   state.close = () => server.close();
+  state.bytesBy = (pred) => served.filter((r) => pred(r.url)).reduce((a, r) => a + r.bytes, 0);
   return state;
 }
 
@@ -55,16 +64,21 @@ const FLAGS = ["--no-sandbox", "--disable-gpu-sandbox", "--disable-quic", "--no-
 const WEBGPU = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader", "--use-webgpu-adapter=swiftshader", "--enable-unsafe-swiftshader"];
 
 /// Chromium with one page; `requests` fills with every request the page (and its workers) make.
-export async function launch(backend) {
-  const browser = await chromium.launch({
+/// `serviceWorkers: "block"` keeps the app's service worker out (a page that stays not isolated);
+/// `profile`, a directory, makes a persistent profile (disk cache, storage) that a later launch
+/// with the same directory finds again.
+export async function launch(backend, { serviceWorkers = "allow", profile } = {}) {
+  const options = {
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
     args: backend === "webgpu" ? [...FLAGS, ...WEBGPU] : [...FLAGS, "--disable-features=WebGPU"],
-  });
-  const context = await browser.newContext({ acceptDownloads: true });
+  };
+  const contextOptions = { acceptDownloads: true, serviceWorkers };
+  const context = profile ? await chromium.launchPersistentContext(profile, { ...options, ...contextOptions }) : await (await chromium.launch(options)).newContext(contextOptions);
+  const browser = profile ? context : context.browser();
   const requests = [];
-  context.on("request", (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0 }));
-  const page = await context.newPage();
+  context.on("request", (r) => requests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0, request: r }));
+  const page = context.pages()[0] ?? (await context.newPage());
   page.on("console", (m) => m.type() === "error" && console.log(`  [page] ${m.text()}`));
   page.on("pageerror", (e) => console.log(`  [page error] ${e.message}`));
   page.on("crash", () => console.log("  [page crashed]"));

@@ -11,6 +11,7 @@ mod gallery;
 mod lab;
 mod model_panel;
 mod search;
+mod spawn;
 mod state;
 
 use app::{Backend, Catalog, LOCAL_PREFIX, Request, human_bytes};
@@ -18,7 +19,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
-use web_sys::{MessageEvent, Worker};
+use web_sys::MessageEvent;
 
 pub(crate) use state::send;
 use state::{Ctx, LAST_MODEL, local_storage};
@@ -36,19 +37,15 @@ async fn fetch_catalog() -> Result<Catalog, String> {
     serde_json::from_str(&text.as_string().unwrap_or_default()).map_err(|e| format!("models/catalog.json: {e}"))
 }
 
-fn new_worker() -> Worker {
-    Worker::new("./worker_loader.js").expect("the worker script is part of the app")
-}
-
 #[component]
 pub fn App() -> impl IntoView {
-    let ctx = Ctx::new(new_worker());
+    let ctx = Ctx::new();
     let models = ctx.models;
 
     // The worker's two handlers. If the worker dies while on the GPU (a lost device makes wgpu
     // fail inside the encoder), the page starts a new one on the CPU: the collection is in this
-    // browser's storage, so nothing but the images in flight is lost.
-    let handlers = StoredValue::new_local(None::<(js_sys::Function, js_sys::Function)>);
+    // browser's storage, so nothing but the images in flight is lost. If the threaded CPU build
+    // fails to start, the one-thread build takes over.
     let onmessage = Closure::<dyn Fn(MessageEvent)>::new(move |msg: MessageEvent| events::on_message(ctx, msg));
     let onerror = Closure::<dyn Fn(web_sys::ErrorEvent)>::new(move |ev: web_sys::ErrorEvent| {
         ev.prevent_default();
@@ -57,6 +54,12 @@ pub fn App() -> impl IntoView {
         ctx.adding.set(false);
         ctx.progress.set(None);
         ctx.lab.running.set(None);
+        if ctx.threaded.get_value() && !ctx.booted.get_untracked() {
+            ctx.threads_failed.set_value(true);
+            ctx.force_cpu.set(Some(format!("the threaded build failed to start: {message}")));
+            ctx.replace_worker(true);
+            return;
+        }
         let on_gpu = ctx.backend.get_untracked().is_some_and(|(b, _)| b == Backend::Webgpu);
         if !on_gpu {
             ctx.error.set(Some(format!("The worker stopped ({message}). Reload the page; the collection is kept in this browser.")));
@@ -66,26 +69,15 @@ pub fn App() -> impl IntoView {
         ctx.error.set(Some(
             "The GPU failed: moving to the CPU backend. The collection is kept in this browser and comes back in a moment; images that were being added when it failed need adding again (the others are skipped as duplicates).".into(),
         ));
-        ctx.booted.set(false);
-        ctx.loaded.set(None);
-        ctx.backend.set(None);
-        ctx.worker.with_value(Worker::terminate);
-        let fresh = new_worker();
-        handlers.with_value(|h| {
-            if let Some((m, e)) = h {
-                fresh.set_onmessage(Some(m));
-                fresh.set_onerror(Some(e));
-            }
-        });
-        ctx.worker.set_value(fresh);
+        ctx.replace_worker(true);
     });
     let message_fn: js_sys::Function = onmessage.into_js_value().unchecked_into();
     let error_fn: js_sys::Function = onerror.into_js_value().unchecked_into();
-    ctx.worker.with_value(|w| {
-        w.set_onmessage(Some(&message_fn));
-        w.set_onerror(Some(&error_fn));
-    });
-    handlers.set_value(Some((message_fn, error_fn)));
+    ctx.handlers.set_value(Some((message_fn, error_fn)));
+    // The WebGPU build where the browser has a WebGPU adapter, else the threaded CPU build where
+    // the page can run it (asking for the adapter takes milliseconds; the worker greets the page
+    // when it is up, and the page sends nothing before).
+    spawn_local(async move { ctx.install(spawn::new_worker(!spawn::gpu_adapter().await, true)) });
 
     spawn_local(async move {
         match fetch_catalog().await {

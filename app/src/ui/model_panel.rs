@@ -99,13 +99,17 @@ const STAGES: [(&str, &str); 4] = [("read", "Reading"), ("convert", "Converting"
 #[component]
 pub fn ModelPanel(
     state: ModelState,
-    worker: StoredValue<Worker, LocalStorage>,
+    worker: StoredValue<Option<Worker>, LocalStorage>,
     /// Selected model → load it.
     on_select: Callback<String>,
     /// `Some(text)` while the selected model is ready, with what runs it.
     ready: Signal<Option<String>>,
 ) -> impl IntoView {
-    let send = move |request: &Request, files: &[File]| worker.with_value(|w| super::send(w, request, files));
+    let send = move |request: &Request, files: &[File]| worker.with_value(|w| {
+        if let Some(w) = w {
+            super::send(w, request, files);
+        }
+    });
     let folder_input = NodeRef::<leptos::html::Input>::new();
     Effect::new(move |_| {
         if let Some(el) = folder_input.get() {

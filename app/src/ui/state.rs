@@ -13,6 +13,7 @@ use web_sys::{Blob, BlobPropertyBag, File, HtmlAnchorElement, Url, Worker};
 
 use super::lab::LabState;
 use super::model_panel::ModelState;
+use super::spawn::{self, Spawned};
 
 /// Where the last chosen model is remembered (this browser only).
 pub const LAST_MODEL: &str = "obscura-model";
@@ -52,7 +53,13 @@ pub enum Filter {
 #[derive(Clone, Copy)]
 pub struct Ctx {
     pub models: ModelState,
-    pub worker: StoredValue<Worker, LocalStorage>,
+    /// The worker; none until the page has chosen which build to start (spawn.rs).
+    pub worker: StoredValue<Option<Worker>, LocalStorage>,
+    /// Whether the worker is the threaded CPU build, and whether that build failed to start here.
+    pub threaded: StoredValue<bool>,
+    pub threads_failed: StoredValue<bool>,
+    /// The worker's message and error handlers, carried over to a replacement worker.
+    pub handlers: StoredValue<Option<(js_sys::Function, js_sys::Function)>, LocalStorage>,
     /// Images dropped before the model is ready wait here and are added once it is.
     pub waiting: StoredValue<Vec<(String, File)>, LocalStorage>,
     /// Base of the model loaded in the worker.
@@ -85,10 +92,13 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(worker: Worker) -> Self {
+    pub fn new() -> Self {
         Ctx {
             models: ModelState::new(),
-            worker: StoredValue::new_local(worker),
+            worker: StoredValue::new_local(None),
+            threaded: StoredValue::new(false),
+            threads_failed: StoredValue::new(false),
+            handlers: StoredValue::new_local(None),
             waiting: StoredValue::new_local(Vec::new()),
             loaded: RwSignal::new(None),
             download_progress: RwSignal::new(None),
@@ -117,8 +127,40 @@ impl Ctx {
         }
     }
 
+    /// Replaces the worker, its handlers carried over: after the GPU failed (`cpu_only`), after the
+    /// threaded build failed to start, or to move from the WebGPU build's one-thread CPU path to
+    /// the threaded build. The collection is in this browser's storage: it comes back when the
+    /// new worker has loaded the model (its `Booted` starts that).
+    pub fn replace_worker(self, cpu_only: bool) {
+        self.booted.set(false);
+        self.loaded.set(None);
+        self.backend.set(None);
+        self.worker.with_value(|w| {
+            if let Some(w) = w {
+                w.terminate();
+            }
+        });
+        self.install(spawn::new_worker(cpu_only, !self.threads_failed.get_value()));
+    }
+
+    /// Starts talking to this worker: the page's handlers on it.
+    pub fn install(self, fresh: Spawned) {
+        self.handlers.with_value(|h| {
+            if let Some((m, e)) = h {
+                fresh.worker.set_onmessage(Some(m));
+                fresh.worker.set_onerror(Some(e));
+            }
+        });
+        self.threaded.set_value(fresh.threaded);
+        self.worker.set_value(Some(fresh.worker));
+    }
+
     pub fn send(self, request: &Request, files: &[File]) {
-        self.worker.with_value(|w| send(w, request, files));
+        self.worker.with_value(|w| {
+            if let Some(w) = w {
+                send(w, request, files);
+            }
+        });
     }
 
     /// The selected model's first prompt template.

@@ -9,11 +9,28 @@ fn main() {
     eprintln!("the worker runs in the browser: build it with trunk (see the README)");
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
 fn main() {
     console_error_panic_hook::set_once();
     dispatch::start();
 }
+
+/// The threaded build: its loader (`scripts/threads-loader.js`) starts the rayon pool first
+/// (`initThreadPool`), then calls [`start`]. `main` runs on the worker's first thread only.
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+fn main() {
+    console_error_panic_hook::set_once();
+}
+
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn start() {
+    dispatch::start();
+}
+
+// Links the pool's exports (`initThreadPool`, and the entry its web workers call) into this bin.
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+pub use wasm_bindgen_rayon::init_thread_pool;
 
 #[cfg(target_arch = "wasm32")]
 mod add;

@@ -55,8 +55,14 @@ async fn fetch(url: &str) -> Result<Response, String> {
 }
 
 /// A small file (manifest, tokenizer): network first so a redeployed model is seen, the
-/// cache when offline.
+/// cache when the request fails; the cache first when the browser says it is offline (no
+/// request at all then).
 pub(crate) async fn small_file(cache: &web_sys::Cache, url: &str) -> Result<Vec<u8>, String> {
+    if !scope().navigator().on_line()
+        && let Some(bytes) = cached(cache, url).await
+    {
+        return Ok(bytes);
+    }
     match fetch(url).await {
         Ok(resp) => {
             let bytes = response_bytes(&resp, |_| {}).await?;
@@ -77,8 +83,9 @@ async fn cached(cache: &web_sys::Cache, url: &str) -> Option<Vec<u8>> {
 }
 
 async fn store(cache: &web_sys::Cache, url: &str, bytes: &[u8]) {
-    let mut copy = bytes.to_vec();
-    if let Ok(resp) = Response::new_with_opt_u8_array(Some(&mut copy)) {
+    // A copy outside the wasm memory: a Response takes no view of a shared (threaded) memory.
+    let copy = Uint8Array::from(bytes);
+    if let Ok(resp) = Response::new_with_opt_buffer_source(Some(&copy)) {
         // A failed put (quota, private mode) only costs a download next time.
         let _ = JsFuture::from(cache.put_with_str(url, &resp)).await;
     }
@@ -149,8 +156,30 @@ fn describe(clip: &Clip) -> (Backend, String) {
             let name = if name.is_empty() || name.starts_with('(') { "WebGPU" } else { name };
             (Backend::Webgpu, format!("{name}, {} compute", info.precision.name()))
         }
-        _ => (Backend::Cpu, info.fallback_reason.unwrap_or_else(|| "CPU backend".into())),
+        _ => (Backend::Cpu, cpu_detail(info.fallback_reason.as_deref())),
     }
+}
+
+/// The CPU path's detail: its thread count first (the badge shows up to the first " ("), then
+/// why it is not on the GPU. The one-thread build says why not more: the page is not
+/// cross-origin isolated (no shared memory), or the threaded build is not in use here.
+pub(crate) fn cpu_detail(reason: Option<&str>) -> String {
+    let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+    if cfg!(feature = "threads") {
+        let n = cpu_threads();
+        return format!("{n} thread{}{why}", if n == 1 { "" } else { "s" });
+    }
+    let isolated = js_sys::Reflect::get(&js_sys::global(), &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy());
+    let limit = if isolated { "threaded build not in use" } else { "page not cross-origin isolated" };
+    format!("1 thread · {limit}{why}")
+}
+
+/// Threads the CPU encoder runs on: the rayon pool the loader started (threaded build), else 1.
+pub(crate) fn cpu_threads() -> usize {
+    #[cfg(feature = "threads")]
+    return rayon::current_num_threads();
+    #[cfg(not(feature = "threads"))]
+    1
 }
 
 pub(crate) async fn load(base: &str, cpu: Option<String>) -> Result<(), String> {
@@ -162,7 +191,7 @@ pub(crate) async fn load(base: &str, cpu: Option<String>) -> Result<(), String> 
     let (clip, manifest_sha256) = fetch_model(base, choice).await?;
     let (backend, mut detail) = describe(&clip);
     if let Some(reason) = cpu {
-        detail = reason;
+        detail = if backend == Backend::Cpu { cpu_detail(Some(&reason)) } else { reason };
     }
     let dim = clip.config.projection_dim;
     STATE.with(|s| {
@@ -183,7 +212,7 @@ async fn fall_back(from: &Clip, error: &str) -> Result<Rc<Clip>, String> {
     let (choice, backend, detail) = if from.backend().precision == Precision::F16 {
         (BackendChoice::WgpuF32, Backend::Webgpu, format!("f16 compute failed ({error}), now f32 compute"))
     } else {
-        (BackendChoice::Cpu, Backend::Cpu, format!("the GPU failed ({error})"))
+        (BackendChoice::Cpu, Backend::Cpu, cpu_detail(Some(&format!("the GPU failed: {error}"))))
     };
     web_sys::console::warn_1(&format!("GPU encoder failed, reloading with {choice:?}: {error}").into());
     let base = STATE.with(|s| s.borrow().base.clone());
