@@ -19,6 +19,8 @@ const configs = (args.configs ?? "t1,t2,single,webgpu").split(",");
 const CONFIG = {
   t1: { what: "CPU, threaded build, 1 thread", backend: "cpu", isolated: true, query: "?threads=1" },
   t2: { what: "CPU, threaded build, 2 threads", backend: "cpu", isolated: true, query: "?threads=2" },
+  t3: { what: "CPU, threaded build, 3 threads", backend: "cpu", isolated: true, query: "?threads=3" },
+  auto: { what: "CPU, threaded build, default (one per logical core)", backend: "cpu", isolated: true, query: "" },
   single: { what: "CPU, one-thread build (page not isolated)", backend: "cpu", isolated: false, query: "" },
   webgpu: { what: "WebGPU (SwiftShader)", backend: "webgpu", isolated: true, query: "" },
 };

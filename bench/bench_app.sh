@@ -17,8 +17,9 @@ out=target/bench-app
 mkdir -p "$out"
 trunk build --release --dist "$out/dist-demo"
 [ -f target/tjs/checkpoint/model.safetensors ] || "$PY" bench/tjs/export.py target/tjs
-tool=target/release/weights-tool
-[ -x "$tool" ] || cargo build --release -q -p weights-tool
+# The CLI the test suite builds (dependencies at opt-level 3), else a release one.
+tool=target/debug/weights-tool
+[ -x "$tool" ] || { tool=target/release/weights-tool; [ -x "$tool" ] || cargo build --release -q -p weights-tool; }
 [ -f "$out/vitb32/manifest.json" ] || "$tool" convert target/tjs/checkpoint --out "$out/vitb32" --dtype q8
 rm -rf "$out/dist-full" && cp -r "$out/dist-demo" "$out/dist-full"
 rm -rf "$out/dist-full/models" && mkdir -p "$out/dist-full/models" && cp -r "$out/vitb32" "$out/dist-full/models/vitb32"

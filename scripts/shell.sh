@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# trunk post-build hook, after csp-boot.sh and threads.sh: the service worker. Lists the app
+# trunk post-build step (scripts/post-build.sh), after csp-boot.sh and threads.sh: the service worker. Lists the app
 # shell (every file of the build but the models' files and the samples; the catalog included),
 # names this deploy by a hash of those files, and writes sw.js from app/sw/sw.js with both.
 # boot.js then waits for app/sw/register.js before it starts the app (see register.js: the one

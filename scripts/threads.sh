@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# trunk post-build hook: the threaded CPU worker. The same worker crate as trunk's `worker` bin,
+# trunk post-build step (scripts/post-build.sh): the threaded CPU worker. The same worker crate as trunk's `worker` bin,
 # built without wgpu (`--no-default-features --features threads`) by the pinned nightly with wasm
 # atomics and a rebuilt std (`-Z build-std`), bound with wasm-bindgen `--target web` (what
 # wasm-bindgen-rayon needs), into `worker-threads/`, with its loader `worker-threads.js`. The page names it in a

@@ -23,11 +23,11 @@ function offer(worker) {
 
 function watch(registration) {
   const waiting = () => registration.waiting && navigator.serviceWorker.controller && offer(registration.waiting);
+  const follow = (next) => next?.addEventListener("statechange", () => next.state === "installed" && waiting());
   waiting();
-  registration.addEventListener("updatefound", () => {
-    const next = registration.installing;
-    next?.addEventListener("statechange", () => next.state === "installed" && waiting());
-  });
+  // The navigation may have found the deploy before this ran: it is installing already.
+  follow(registration.installing);
+  registration.addEventListener("updatefound", () => follow(registration.installing));
   // A tab left open finds a deploy made since (the browser also checks on every navigation).
   setInterval(() => registration.update().catch(() => {}), 30 * 60 * 1000);
 }

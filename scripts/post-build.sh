@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# trunk's one post-build hook (trunk runs the hooks of a stage concurrently; these must run in
+# order): boot.js out of index.html (CSP), then the threaded CPU worker beside the app, then the
+# service worker, whose shell lists what the first two wrote.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/csp-boot.sh
+bash scripts/threads.sh
+bash scripts/shell.sh
