@@ -24,6 +24,7 @@ pub fn on_message(ctx: Ctx, msg: MessageEvent) {
     match event {
         Event::Booted => {
             ctx.booted.set(true);
+            super::spawn::keep_offline(ctx.threaded.get_value());
             ctx.send(&app::Request::ListModels, &[]);
             ctx.load_model();
         }

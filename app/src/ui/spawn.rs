@@ -23,16 +23,17 @@ pub fn new_worker(cpu_only: bool, threads: bool) -> Spawned {
         && threads
         && let Some(worker) = threaded_worker()
     {
-        keep_offline("threads");
         return Spawned { worker, threaded: true };
     }
-    keep_offline("gpu");
     Spawned { worker: Worker::new("./worker_loader.js").expect("the worker script is part of the app"), threaded: false }
 }
 
 /// Tells the app's service worker (app/sw/sw.js) which worker build this page runs, so that it
-/// keeps that build's files for the next visit and for offline use (and not the other's).
-fn keep_offline(build: &'static str) {
+/// keeps that build's files for the next visit and for offline use (and not the other's). Called
+/// once the worker is up: its own download of the same files is over by then (two downloads of
+/// one large file at once can fail in Chromium's HTTP cache).
+pub fn keep_offline(threaded: bool) {
+    let build = if threaded { "threads" } else { "gpu" };
     let Some(window) = web_sys::window() else { return };
     let Ok(container) = Reflect::get(&window.navigator(), &"serviceWorker".into()) else { return };
     let Some(ready) = Reflect::get(&container, &"ready".into()).ok().and_then(|r| r.dyn_into::<js_sys::Promise>().ok()) else { return };
