@@ -67,7 +67,9 @@ try {
   const shellBytes = server.bytesBy((url) => !url.includes("/models/") || url.endsWith("catalog.json"));
   const weightBytes = server.bytesBy((url) => url.includes("/models/") && !url.endsWith("catalog.json"));
   console.log(`  first visit: ${(shellBytes / 1e6).toFixed(2)} MB of app (shell), ${(weightBytes / 1e6).toFixed(2)} MB of model; model ready after ${firstSeconds.toFixed(1)} s`);
-  check(shellBytes <= 12e6 || process.env.OBSCURA_DEV_BUILD === "1", `first visit: ${(shellBytes / 1e6).toFixed(2)} MB of app before the model (aim ≤ 12 MB in a release build)`);
+  // The aim is for the release build (wasm-opt); the test suite's dev build only reports it.
+  if (process.env.OBSCURA_DEV_BUILD === "1") console.log(`  (dev build: the ≤ 12 MB aim is checked on the release build)`);
+  else check(shellBytes <= 12e6, `first visit: ${(shellBytes / 1e6).toFixed(2)} MB of app before the model (aim ≤ 12 MB)`);
   await page.getByTestId("file-input").setInputFiles(files);
   await page.waitForFunction((n) => document.querySelector('[data-testid="image-count"]')?.textContent === String(n) && !document.querySelector("progress"), files.length, { timeout: 300_000 });
   const hits = await search(page);
