@@ -1,6 +1,6 @@
 //! Worker events → signals: the one place the page reacts to what the worker says.
 
-use app::{Backend, Event, LOCAL_PREFIX, human_bytes, human_seconds};
+use app::{Event, LOCAL_PREFIX, human_bytes, human_seconds};
 use js_sys::{Array, Uint8Array};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
@@ -81,13 +81,6 @@ pub fn on_message(ctx: Ctx, msg: MessageEvent) {
         }
         Event::Download { loaded, total, cached } => ctx.download_progress.set(Some((loaded, total, cached))),
         Event::ModelReady { backend: b, detail, millis, .. } => {
-            // The WebGPU build found no adapter and runs on one thread, where the threaded build
-            // could run: move to it (the model then loads again, from this browser's cache).
-            if b == Backend::Cpu && !ctx.threaded.get_value() && ctx.force_cpu.get_untracked().is_none() && !ctx.threads_failed.get_value() && super::spawn::threads_available() {
-                ctx.status.set("No GPU adapter: moving to the threaded CPU backend…".into());
-                ctx.replace_worker(true);
-                return;
-            }
             ctx.backend.set(Some((b, detail)));
             ctx.download_progress.set(None);
             ctx.status.set(format!("Model ready in {}", human_seconds(millis / 1000.0)));

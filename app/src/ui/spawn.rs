@@ -15,11 +15,11 @@ pub struct Spawned {
     pub threaded: bool,
 }
 
-/// The WebGPU build where the browser has WebGPU and the GPU is not ruled out (`cpu_only`); else
-/// the threaded CPU build where it can run and has not failed here (`threads`); else the WebGPU
+/// The WebGPU build unless the GPU is ruled out (`cpu_only`: no adapter, or it failed); else the
+/// threaded CPU build where it can run and has not failed here (`threads`); else the WebGPU
 /// build on its one-thread CPU path.
 pub fn new_worker(cpu_only: bool, threads: bool) -> Spawned {
-    if (cpu_only || !has_webgpu())
+    if cpu_only
         && threads
         && let Some(worker) = threaded_worker()
     {
@@ -49,12 +49,6 @@ pub fn keep_offline(threaded: bool) {
     });
 }
 
-/// Whether the threaded build can run here: the page is isolated, the browser has wasm threads,
-/// and the app carries the build.
-pub fn threads_available() -> bool {
-    threads_ok() && threaded_loader().is_some()
-}
-
 fn threaded_worker() -> Option<Worker> {
     if !threads_ok() {
         return None;
@@ -63,10 +57,6 @@ fn threaded_worker() -> Option<Worker> {
     let options = WorkerOptions::new();
     options.set_type(WorkerType::Module);
     Worker::new_with_options(&url, &options).ok()
-}
-
-fn has_webgpu() -> bool {
-    web_sys::window().is_some_and(|w| Reflect::get(&w.navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined()))
 }
 
 /// Whether the browser gives this page a WebGPU adapter (`navigator.gpu` alone does not say:
@@ -85,7 +75,7 @@ pub async fn gpu_adapter() -> bool {
 /// a module whose memory is shared (the wasm threads proposal).
 fn threads_ok() -> bool {
     let Some(window) = web_sys::window() else { return false };
-    let isolated = js_sys::Reflect::get(&window, &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy());
+    let isolated = Reflect::get(&window, &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy());
     // \0asm, version 1, a memory section with one shared memory of 1..1 pages.
     const SHARED_MEMORY: [u8; 14] = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 5, 4, 1, 3, 1, 1];
     isolated && js_sys::WebAssembly::validate(&js_sys::Uint8Array::from(&SHARED_MEMORY[..]).into()).unwrap_or(false)
@@ -103,4 +93,3 @@ fn threaded_loader() -> Option<String> {
         _ => url,
     })
 }
-

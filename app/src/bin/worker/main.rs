@@ -15,7 +15,7 @@ fn main() {
     dispatch::start();
 }
 
-/// The threaded build: its loader (`scripts/threads-loader.js`) starts the rayon pool first
+/// The threaded build: its loader (`app/threads-loader.js`) starts the rayon pool first
 /// (`initThreadPool`), then calls [`start`]. `main` runs on the worker's first thread only.
 #[cfg(all(target_arch = "wasm32", feature = "threads"))]
 fn main() {
