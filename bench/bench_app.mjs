@@ -30,6 +30,16 @@ for (const key of configs) {
   const c = CONFIG[key];
   const server = await serve(dist, { isolated: c.isolated });
   const { browser, page } = await launch(c.backend, { serviceWorkers: "block" });
+  // The worker's account of an add (app/src/bin/worker/add.rs `Stages`): ms per stage, and each
+  // encoder call's ms.
+  let stages = null;
+  page.on("worker", (w) => w.on("console", (m) => {
+    const t = m.text();
+    if (!t.startsWith("obscura: indexed")) return;
+    const num = (re) => Number(t.match(re)?.[1]);
+    const batches = (t.match(/batches of \d+: ([\d ]+)\)/)?.[1] ?? "").trim().split(/\s+/).map(Number);
+    stages = { read: num(/read (\d+)/), decode: num(/thumbnail (\d+)/), encode: num(/encode (\d+)/), store: num(/store (\d+)/), batches };
+  }));
   try {
     const t0 = Date.now();
     await page.goto(server.origin + "/" + c.query);
@@ -46,7 +56,11 @@ for (const key of configs) {
     // The results' heading (a random model may score every image under the similarity threshold).
     await page.waitForFunction(() => /lymphocytes/.test(document.querySelector(".results h2")?.textContent ?? ""), null, { timeout: 600_000 });
     const query = (Date.now() - t2) / 1000;
-    const row = { config: c.what, badge, ready, index, perSecond: images.length / index, query, first: (Date.now() - t0) / 1000 };
+    const row = { config: c.what, badge, ready, index, perSecond: images.length / index, query, first: (Date.now() - t0) / 1000, stages };
+    // The encoder alone at batch 8, as bench/tjs times transformers.js: the calls after the first
+    // (warm-up), full batches only.
+    const timed = (stages?.batches ?? []).slice(1, Math.floor(images.length / 8));
+    if (timed.length) row.encodePerSecond = (timed.length * 8 * 1000) / timed.reduce((a, b) => a + b, 0);
     console.error(JSON.stringify(row));
     rows.push(row);
   } catch (e) {
@@ -58,9 +72,10 @@ for (const key of configs) {
   }
 }
 console.log(`\n${args.label ?? ""}: ${images.length} images\n`);
-console.log("| configuration | badge | page load → model ready | indexing | images/s | first query | time to first result |");
-console.log("|---|---|---|---|---|---|---|");
+console.log("| configuration | badge | page load → model ready | indexing | images/s | encoder alone, batch 8, images/s | read / decode+preprocess+thumbnail / encode / index+store, ms | first query | time to first result |");
+console.log("|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
   const f = (x, d = 1) => (x === undefined ? "—" : x.toFixed(d));
-  console.log(`| ${r.config} | \`${r.badge}\` | ${f(r.ready)} s | ${f(r.index)} s | **${f(r.perSecond, 2)}** | ${f(r.query, 2)} s | ${f(r.first)} s |`);
+  const st = r.stages ? `${r.stages.read} / ${r.stages.decode} / ${r.stages.encode} / ${r.stages.store}` : "—";
+  console.log(`| ${r.config} | \`${r.badge}\` | ${f(r.ready)} s | ${f(r.index)} s | **${f(r.perSecond, 2)}** | ${f(r.encodePerSecond, 2)} | ${st} | ${f(r.query, 2)} s | ${f(r.first)} s |`);
 }

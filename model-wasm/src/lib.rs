@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod collection;
 pub mod config;
 pub mod convert;
+mod cpu_ops;
 pub mod converted;
 pub mod error;
 pub mod model;

@@ -6,7 +6,8 @@
 //! so every projection is one `matmul` over the flattened batch.
 
 use burn::tensor::{
-    DType, FloatDType, Int, Tensor, TensorCreationOptions, TensorData, activation, backend::Backend, module::embedding,
+    DType, FloatDType, Int, Tensor, TensorCreationOptions, TensorData, TensorPrimitive, activation, backend::Backend,
+    module::embedding,
 };
 
 use crate::config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig, TextPooling};
@@ -91,21 +92,24 @@ impl<B: Backend> Linear<B> {
     /// - x: `[batch, tokens, in]`
     /// - output: `[batch, tokens, out]`
     fn forward3(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward3_then(x, None, None)
+    }
+
+    /// `act(x W + b) + residual`: on the CPU backend the bias, activation and residual are one
+    /// pass ([`crate::cpu_ops`]).
+    fn forward3_then(&self, x: Tensor<B, 3>, act: Option<Activation>, residual: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
-        let y = self.forward2(x.reshape([b * t, d]));
-        let out = y.dims()[1];
-        y.reshape([b, t, out])
+        let out = self.weight.dims()[1];
+        let y = x.reshape([b * t, d]).matmul(self.weight.clone());
+        let residual = residual.map(|r| r.reshape([b * t, out]));
+        crate::cpu_ops::epilogue(y, self.bias.as_ref(), act, residual).reshape([b, t, out])
     }
 
     /// # Shapes
     /// - x: `[rows, in]`
     /// - output: `[rows, out]`
     fn forward2(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let y = x.matmul(self.weight.clone());
-        match &self.bias {
-            Some(b) => y + b.clone().unsqueeze(),
-            None => y,
-        }
+        crate::cpu_ops::epilogue(x.matmul(self.weight.clone()), self.bias.as_ref(), None, None)
     }
 }
 
@@ -128,16 +132,18 @@ impl<B: Backend> LayerNorm<B> {
         })
     }
 
-    /// Normalises over the last dimension (biased variance, as `nn.LayerNorm`).
+    /// Normalises over the last dimension (biased variance, as `nn.LayerNorm`), through the
+    /// backend's `layer_norm`: on the CPU (burn-flex) one fused two-pass kernel over rows, run in
+    /// parallel in the threaded build, where the composed form was six single-threaded passes;
+    /// elsewhere burn's composition of the same (mean, centred variance), which fusion merges.
     fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let x = x.cast(FloatDType::F32);
-        let (var, mean) = x.clone().var_mean_bias(D - 1);
-        let x = (x - mean) / (var + self.eps).sqrt();
-        (x * self.gamma.clone().unsqueeze() + self.beta.clone().unsqueeze()).cast(self.dtype)
+        let x = x.cast(FloatDType::F32).into_primitive().tensor();
+        let (gamma, beta) = (self.gamma.clone().into_primitive().tensor(), self.beta.clone().into_primitive().tensor());
+        Tensor::<B, D>::from_primitive(TensorPrimitive::Float(B::layer_norm(x, gamma, Some(beta), self.eps))).cast(self.dtype)
     }
 }
 
-fn activate<B: Backend, const D: usize>(x: Tensor<B, D>, act: Activation) -> Tensor<B, D> {
+pub(crate) fn activate<B: Backend, const D: usize>(x: Tensor<B, D>, act: Activation) -> Tensor<B, D> {
     match act {
         // x * sigmoid(1.702 x) as x / (1 + exp(-1.702 x)): one exp. burn's `sigmoid` computes
         // exp(-log(1 + exp(-x))) in f32 (three transcendentals and two casts per element), which
@@ -228,9 +234,9 @@ impl<B: Backend> EncoderLayer<B> {
             scores = scores + m.clone().unsqueeze::<4>();
         }
         let attn = activation::softmax(scores, 3).cast(dtype).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
-        let x = x + self.out.forward3(attn);
+        let x = self.out.forward3_then(attn, None, Some(x));
         let y = self.ln2.forward(x.clone());
-        x + self.fc2.forward3(activate(self.fc1.forward3(y), self.act))
+        self.fc2.forward3_then(self.fc1.forward3_then(y, Some(self.act), None), None, Some(x))
     }
 }
 

@@ -9,7 +9,7 @@ use app::{Event, MAX_FILE_BYTES, Origin};
 use js_sys::Uint8Array;
 use index::lab::labels::LabelTable;
 use model_wasm::slide::{self, Slide, TilingOptions};
-use model_wasm::{Clip, Exif, Pixels, preprocess};
+use model_wasm::{Clip, Exif, Pixels, PreprocessConfig, preprocess};
 use sha2::{Digest, Sha256};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::File;
@@ -28,6 +28,7 @@ pub(crate) async fn read(file: &File) -> Result<Vec<u8>, String> {
     Ok(Uint8Array::new(&buf).to_vec())
 }
 
+/// A file decoded and preprocessed, waiting for the encoder.
 struct Prepared {
     name: String,
     pixels: Pixels,
@@ -47,8 +48,15 @@ impl From<String> for Skip {
     }
 }
 
-/// Reads, checks and preprocesses one file; `Err` is why it is skipped.
-async fn prepare(clip: &Clip, file: &File, name: &str) -> Result<(Prepared, [u8; 32]), Skip> {
+/// A file read and checked (size, not a duplicate), waiting to be decoded.
+struct Read {
+    name: String,
+    bytes: Vec<u8>,
+    hash: [u8; 32],
+}
+
+/// Reads and checks one file; `Err` is why it is skipped.
+async fn read_checked(file: &File, name: &str) -> Result<Read, Skip> {
     let size = file.size() as u64;
     if size == 0 {
         return Err(String::from("empty file (0 bytes)").into());
@@ -61,13 +69,60 @@ async fn prepare(clip: &Clip, file: &File, name: &str) -> Result<(Prepared, [u8;
     if let Some(first) = STATE.with(|s| s.borrow().hashes.get(&hash).cloned()) {
         return Err(Skip { reason: format!("duplicate of {first}"), duplicate: Some(hash) });
     }
-    let img = preprocess::decode(&bytes, name, Exif::Apply).map_err(|e| {
+    Ok(Read { name: name.to_string(), bytes, hash })
+}
+
+/// Decodes, preprocesses and thumbnails one file read: pure CPU work, run on the pool's threads
+/// in the threaded build ([`par_map`]); `Err` is why it is skipped.
+fn decode(config: &PreprocessConfig, r: &Read) -> Result<(Pixels, Vec<u8>), String> {
+    let img = preprocess::decode(&r.bytes, &r.name, Exif::Apply).map_err(|e| {
         // The list already shows the name.
         let e = e.to_string();
-        e.strip_prefix(&format!("image {name}: ")).map(str::to_string).unwrap_or(e)
+        e.strip_prefix(&format!("image {}: ", r.name)).map(str::to_string).unwrap_or(e)
     })?;
-    let pixels = preprocess::preprocess(&img, &clip.preprocess);
-    Ok((Prepared { name: name.to_string(), pixels, thumb: collection::thumbnail(&img)? }, hash))
+    Ok((preprocess::preprocess(&img, config), collection::thumbnail(&img)?))
+}
+
+/// `items.map(f)`, on the rayon pool in the threaded build (one item per task), in order on this
+/// thread otherwise.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    #[cfg(feature = "threads")]
+    {
+        use rayon::prelude::*;
+        items.par_iter().map(f).collect()
+    }
+    #[cfg(not(feature = "threads"))]
+    items.iter().map(f).collect()
+}
+
+/// Where an add's time went, in ms: logged to the console when it finishes (bench/bench_app.mjs
+/// reads it).
+#[derive(Default)]
+struct Stages {
+    read: f64,
+    decode: f64,
+    /// One entry per encoder call (a batch of up to `BATCH`).
+    encode: Vec<f64>,
+    store: f64,
+}
+
+impl Stages {
+    fn log(&self, added: usize) {
+        let encode: Vec<String> = self.encode.iter().map(|ms| format!("{ms:.0}")).collect();
+        let line = format!(
+            "obscura: indexed {added} images; ms read {:.0}, decode+preprocess+thumbnail {:.0}, encode {:.0} (batches of {BATCH}: {}), index+store {:.0}",
+            self.read,
+            self.decode,
+            self.encode.iter().sum::<f64>(),
+            encode.join(" "),
+            self.store
+        );
+        web_sys::console::info_1(&line.into());
+    }
+}
+
+fn now() -> f64 {
+    js_sys::Date::now()
 }
 
 /// Gives an embedded image its id, indexes it and returns its stored form.
@@ -111,36 +166,59 @@ pub(crate) async fn add(files: Vec<File>, names: Vec<String>) -> Result<(), Stri
     let (mut added, mut skipped, mut done) = (0, 0, 0);
     let mut cancelled = false;
     let mut batch: Vec<(Prepared, [u8; 32])> = Vec::new();
+    let mut stages = Stages::default();
     let mut i = 0;
     while i < total || !batch.is_empty() {
         if STATE.with(|s| s.borrow().cancel.get()) {
             cancelled = true;
             break;
         }
-        // Fill a batch (skipping bad files as they come), then embed it.
+        // Fill a batch (skipping bad files as they come), then embed it. Files are read here
+        // (async), then decoded together (on every thread of the threaded build).
         while batch.len() < BATCH && i < total {
-            let name = &names[i];
-            match prepare(&clip, &files[i], name).await {
-                Ok((p, hash)) => {
-                    // Claim the hash now so a duplicate within the batch is caught too.
-                    STATE.with(|s| s.borrow_mut().hashes.insert(hash, name.clone()));
-                    batch.push((p, hash));
-                }
-                Err(Skip { reason, duplicate }) => {
-                    if let Some(id) = duplicate.and_then(|h| STATE.with(|s| s.borrow().items.iter().find(|(_, e)| e.hash == h).map(|(&id, _)| id))) {
-                        duplicates.push((id, name.clone()));
+            let t = now();
+            let mut reads = Vec::new();
+            while batch.len() + reads.len() < BATCH && i < total {
+                let name = &names[i];
+                match read_checked(&files[i], name).await {
+                    Ok(r) => {
+                        // Claim the hash now so a duplicate within the batch is caught too.
+                        STATE.with(|s| s.borrow_mut().hashes.insert(r.hash, name.clone()));
+                        reads.push(r);
                     }
-                    skipped += 1;
-                    done += 1;
-                    post(&Event::Skipped { name: name.clone(), reason });
+                    Err(Skip { reason, duplicate }) => {
+                        if let Some(id) = duplicate.and_then(|h| STATE.with(|s| s.borrow().items.iter().find(|(_, e)| e.hash == h).map(|(&id, _)| id))) {
+                            duplicates.push((id, name.clone()));
+                        }
+                        skipped += 1;
+                        done += 1;
+                        post(&Event::Skipped { name: name.clone(), reason });
+                    }
+                }
+                i += 1;
+            }
+            let t_decode = now();
+            stages.read += t_decode - t;
+            let config = &clip.preprocess;
+            let decoded = par_map(&reads, |r| decode(config, r));
+            stages.decode += now() - t_decode;
+            for (r, d) in reads.into_iter().zip(decoded) {
+                match d {
+                    Ok((pixels, thumb)) => batch.push((Prepared { name: r.name, pixels, thumb }, r.hash)),
+                    Err(reason) => {
+                        STATE.with(|s| s.borrow_mut().hashes.remove(&r.hash));
+                        skipped += 1;
+                        done += 1;
+                        post(&Event::Skipped { name: r.name, reason });
+                    }
                 }
             }
-            i += 1;
         }
         if batch.is_empty() {
             continue;
         }
         let pixels: Vec<Pixels> = batch.iter().map(|(p, _)| p.pixels.clone()).collect();
+        let t = now();
         let embeddings = match embed_images(&pixels).await {
             Ok(e) => e,
             Err(e) => {
@@ -152,6 +230,8 @@ pub(crate) async fn add(files: Vec<File>, names: Vec<String>) -> Result<(), Stri
                 break;
             }
         };
+        let t_store = now();
+        stages.encode.push(t_store - t);
         let items: Vec<collection::Item> = batch
             .drain(..)
             .zip(embeddings)
@@ -161,7 +241,8 @@ pub(crate) async fn add(files: Vec<File>, names: Vec<String>) -> Result<(), Stri
         done += items.len();
         new_ids.extend(items.iter().map(|i| i.id));
         commit(&items);
-        let secs = (js_sys::Date::now() - started) / 1000.0;
+        stages.store += now() - t_store;
+        let secs = (now() - started) / 1000.0;
         post(&Event::Indexing { done, total, per_second: added as f64 / secs.max(1e-3) });
         yield_now().await;
     }
@@ -193,7 +274,12 @@ pub(crate) async fn add(files: Vec<File>, names: Vec<String>) -> Result<(), Stri
     }
     label_added(&new_ids, &duplicates, &folder_labels, &tables);
     STATE.with(|s| s.borrow().adding.set(false));
+    let t = now();
     save_index().await;
+    stages.store += now() - t;
+    if !stages.encode.is_empty() {
+        stages.log(added);
+    }
     let seconds = (js_sys::Date::now() - started) / 1000.0;
     post(&Event::Finished { added, skipped, cancelled, seconds });
     Ok(())
