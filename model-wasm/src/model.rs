@@ -100,16 +100,15 @@ impl<B: Backend> Linear<B> {
     fn forward3_then(&self, x: Tensor<B, 3>, act: Option<Activation>, residual: Option<Tensor<B, 3>>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
         let out = self.weight.dims()[1];
-        let y = x.reshape([b * t, d]).matmul(self.weight.clone());
         let residual = residual.map(|r| r.reshape([b * t, out]));
-        crate::cpu_ops::epilogue(y, self.bias.as_ref(), act, residual).reshape([b, t, out])
+        crate::cpu_ops::linear(x.reshape([b * t, d]), &self.weight, self.bias.as_ref(), act, residual).reshape([b, t, out])
     }
 
     /// # Shapes
     /// - x: `[rows, in]`
     /// - output: `[rows, out]`
     fn forward2(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        crate::cpu_ops::epilogue(x.matmul(self.weight.clone()), self.bias.as_ref(), None, None)
+        crate::cpu_ops::linear(x, &self.weight, self.bias.as_ref(), None, None)
     }
 }
 
@@ -219,21 +218,37 @@ impl<B: Backend> EncoderLayer<B> {
     /// - mask: `[tokens, tokens]` additive, f32 (causal text mask) or none
     /// - output: `[batch, tokens, hidden]`
     fn forward(&self, x: Tensor<B, 3>, mask: Option<&Tensor<B, 2>>) -> Tensor<B, 3> {
+        self.forward_first(x, mask, None)
+    }
+
+    /// [`Self::forward`] computing only the first `first` tokens' outputs (all tokens when
+    /// `None`): every token is still a key and a value, but only those are queries, and only
+    /// their rows go through the output projection and the MLP. The vision tower's last layer
+    /// needs only the class token: for ViT-B/32 (50 tokens) that saves 6.6% of the tower's
+    /// multiply-adds, with the same result.
+    ///
+    /// # Shapes
+    /// - output: `[batch, first, hidden]`
+    fn forward_first(&self, x: Tensor<B, 3>, mask: Option<&Tensor<B, 2>>, first: Option<usize>) -> Tensor<B, 3> {
         let [b, t, d] = x.dims();
+        let tq = first.unwrap_or(t).min(t);
         let dtype = self.ln1.dtype;
         let (h, hd) = (self.heads, d / self.heads);
         let y = self.ln1.forward(x.clone());
-        let split = |y: Tensor<B, 3>| y.reshape([b, t, h, hd]).swap_dims(1, 2);
+        let split = |y: Tensor<B, 3>, t: usize| y.reshape([b, t, h, hd]).swap_dims(1, 2);
         // CLIPAttention: scores = (q k^T) * head_dim^-0.5 (the scale is in q's weights), softmax
         // in f32.
-        let q = split(self.q.forward3(y.clone()));
-        let k = split(self.k.forward3(y.clone()));
-        let v = split(self.v.forward3(y));
+        let queries = if tq < t { y.clone().narrow(1, 0, tq) } else { y.clone() };
+        let q = split(self.q.forward3(queries), tq);
+        let k = split(self.k.forward3(y.clone()), t);
+        let v = split(self.v.forward3(y), t);
+        let x = if tq < t { x.narrow(1, 0, tq) } else { x };
         let mut scores = q.matmul(k.transpose()).cast(FloatDType::F32);
         if let Some(m) = mask {
-            scores = scores + m.clone().unsqueeze::<4>();
+            let m = if tq < t { m.clone().narrow(0, 0, tq) } else { m.clone() };
+            scores = scores + m.unsqueeze::<4>();
         }
-        let attn = activation::softmax(scores, 3).cast(dtype).matmul(v).swap_dims(1, 2).reshape([b, t, d]);
+        let attn = crate::cpu_ops::merge_heads(activation::softmax(scores, 3).cast(dtype).matmul(v));
         let x = self.out.forward3_then(attn, None, Some(x));
         let y = self.ln2.forward(x.clone());
         self.fc2.forward3_then(self.fc1.forward3_then(y, Some(self.act), None), None, Some(x))
@@ -303,18 +318,20 @@ impl<B: Backend> ClipVision<B> {
     /// - output: `[batch, projection_dim]`
     pub fn forward(&self, pixels: Tensor<B, 4>) -> Tensor<B, 2> {
         let pixels = pixels.cast(self.pre_ln.dtype);
-        let [b, c, s, _] = pixels.dims();
+        let [b, _, s, _] = pixels.dims();
         let (p, d) = (self.config.patch_size, self.config.hidden_size);
         let g = s / p;
         // Non-overlapping patches in row-major grid order, each flattened as (c, kh, kw) like the
         // conv weight, so the conv is one matmul.
-        let patches = pixels.reshape([b, c, g, p, g, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b * g * g, c * p * p]);
-        let x = patches.matmul(self.patch.clone()).reshape([b, g * g, d]);
+        let patches = crate::cpu_ops::patches(pixels, p);
+        let x = crate::cpu_ops::linear(patches, &self.patch, None, None, None).reshape([b, g * g, d]);
         let class = self.class.clone().reshape([1, 1, d]).expand([b, 1, d]);
         let x = Tensor::cat(vec![class, x], 1) + self.position.clone().unsqueeze::<3>();
         let mut x = self.pre_ln.forward(x);
-        for layer in &self.layers {
-            x = layer.forward(x, None);
+        // Only the class token's output is pooled: the last layer computes only its row.
+        let last = self.layers.len().saturating_sub(1);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward_first(x, None, (i == last).then_some(1));
         }
         let pooled = x.narrow(1, 0, 1).reshape([b, d]);
         self.projection.forward2(self.post_ln.forward(pooled)).cast(FloatDType::F32)
