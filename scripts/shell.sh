@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# trunk post-build step (scripts/post-build.sh), after csp-boot.sh and threads.sh: the service worker. Lists the app
-# shell (every file of the build but the models' files and the samples; the catalog included),
+# trunk post-build step (scripts/post-build.sh), after csp-boot.sh, threads.sh and compress.sh: the service worker.
+# Lists the app shell (every file of the build but the models' files, the samples and the wasm files
+# whose gzip copies the loaders fetch; the catalog included),
 # names this deploy by a hash of those files, and writes sw.js from app/sw/sw.js with both.
 # boot.js then waits for app/sw/register.js before it starts the app (see register.js: the one
 # reload that makes the page cross-origin isolated on hosts without COOP/COEP headers).
@@ -19,6 +20,9 @@ for base, dirs, files in os.walk(root):
         path = os.path.relpath(os.path.join(base, f), root).replace(os.sep, "/")
         top = path.split("/")[0]
         if path in ("sw.js", "README.md") or (top in ("models", "samples") and path != "models/catalog.json"):
+            continue
+        # A worker's wasm that has a gzip copy (scripts/compress.sh): its loader fetches the copy.
+        if os.path.exists(os.path.join(root, path + ".gz")):
             continue
         shell.append(path)
 shell.sort()

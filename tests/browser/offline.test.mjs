@@ -10,8 +10,10 @@
 //     and a search works, while the server sees no request and every request the page makes is
 //     answered by the service worker;
 //  4. a new deploy (the server's files change): the page offers "new version: reload", and the
-//     reload runs the new version.
-// It prints the first visit's bytes before the model (app shell) and of the model.
+//     reload runs the new version;
+//  5. a first visit with WebGPU, in a fresh profile, on a host that sends COOP/COEP.
+// It prints the first visits' bytes before the model (app shell) and of the model; on a release
+// build (not OBSCURA_DEV_BUILD=1) it checks the app's bytes against the aim (≤ 12 MB).
 //
 //   node tests/browser/offline.test.mjs --dist dist --native native.json
 
@@ -39,6 +41,9 @@ const { check, failures } = checker();
 const server = await serve(dist, { isolated: false });
 const { served, origin } = server;
 const allRequests = [];
+// Step 5's host and requests (another origin: its own privacy check).
+let gpuServer = null;
+const gpuRequests = [];
 let session = await launch("cpu", { profile });
 session.context.on("request", (r) => allRequests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0 }));
 
@@ -137,10 +142,29 @@ try {
   await ready(page);
   const live = await page.evaluate(() => fetch("./index.html").then((r) => r.text()));
   check(live.includes("<!-- deploy 2 -->"), "after Reload the page runs the new deploy");
+
+  // ---------------------------------------------------------------- 5. first visit on WebGPU
+  // Another profile, on a host that sends COOP/COEP, with WebGPU: the page runs the WebGPU
+  // worker, whose wasm is the largest file of the app.
+  await session.context.close();
+  gpuServer = await serve(dist, { isolated: true });
+  const gpuProfile = await mkdtemp(join(tmpdir(), "obscura-profile-gpu-"));
+  session = await launch("webgpu", { profile: gpuProfile });
+  session.context.on("request", (r) => gpuRequests.push({ url: r.url(), method: r.method(), body: r.postDataBuffer()?.length ?? 0 }));
+  await session.page.goto(gpuServer.origin + "/");
+  await session.page.waitForFunction(() => /^webgpu/.test(document.querySelector('[data-testid="backend"]')?.textContent ?? "") && /ready/i.test(document.querySelector('[data-testid="status"]')?.textContent ?? ""), null, { timeout: 600_000 });
+  await session.page.evaluate(() => navigator.serviceWorker.ready);
+  const gpuShell = gpuServer.bytesBy((url) => !url.includes("/models/") || url.endsWith("catalog.json"));
+  console.log(`  first visit on WebGPU: ${(gpuShell / 1e6).toFixed(2)} MB of app before the model`);
+  if (process.env.OBSCURA_DEV_BUILD !== "1") check(gpuShell <= 12e6, `first visit on WebGPU: ${(gpuShell / 1e6).toFixed(2)} MB of app before the model (aim ≤ 12 MB)`);
 } catch (e) {
   check(false, `the run finished: ${e.stack ?? e.message}`);
   await session.page.screenshot({ path: join(tmpdir(), "obscura-offline.png") }).catch(() => {});
 } finally {
   checkPrivacy({ requests: allRequests, served, origin, check, private: /\.(jpg|png)$/, what: "the images" });
+  if (gpuServer) {
+    checkPrivacy({ requests: gpuRequests, served: gpuServer.served, origin: gpuServer.origin, check, private: /\.(jpg|png)$/, what: "the images" });
+    gpuServer.close();
+  }
 }
 await finish({ browser: session.browser, server, failures });
