@@ -175,13 +175,19 @@ fn run(data: &mut [f32], n: usize, bias: Option<&[f32]>, gelu: bool, residual: O
             row_pass(o, bias, gelu, res_row);
         }
     };
+    for_each_chunk(data, chunk, task);
+}
+
+/// `task((i, chunk))` for each `len`-long chunk of `data`: on rayon's pool natively and in the
+/// threaded wasm build, in order on this thread otherwise.
+fn for_each_chunk(data: &mut [f32], len: usize, task: impl Fn((usize, &mut [f32])) + Sync + Send) {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
     {
         use rayon::prelude::*;
-        data.par_chunks_mut(chunk).enumerate().for_each(task);
+        data.par_chunks_mut(len).enumerate().for_each(task);
     }
     #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
-    data.chunks_mut(chunk).enumerate().for_each(task);
+    data.chunks_mut(len).enumerate().for_each(task);
 }
 
 /// One row: plain loops over equal-length slices, which LLVM vectorises (SIMD128 in wasm).
@@ -237,16 +243,14 @@ pub(crate) fn patches<B: Backend>(pixels: Tensor<B, 4>, p: usize) -> Tensor<B, 2
     let [b, c, s, _] = pixels.dims();
     let g = s / p;
     let composed = |pixels: Tensor<B, 4>| pixels.reshape([b, c, g, p, g, p]).permute([0, 2, 4, 1, 3, 5]).reshape([b * g * g, c * p * p]);
-    if pixels.dtype() != burn::tensor::DType::F32 || s % p != 0 {
+    if s % p != 0 {
         return composed(pixels);
     }
-    let flex = match to_flex(pixels) {
+    let flex = match flex_f32(pixels) {
         Ok(f) => f,
         Err(pixels) => return composed(pixels),
     };
-    let Some(src) = flex.as_slice::<f32>() else {
-        return composed(from_flex::<B, 4>(flex));
-    };
+    let src = flex.as_slice::<f32>().expect("checked by flex_f32");
     let row_len = c * p * p;
     let mut out = vec![0f32; b * g * g * row_len];
     let task = |(r, row): (usize, &mut [f32])| {
@@ -257,13 +261,7 @@ pub(crate) fn patches<B: Backend>(pixels: Tensor<B, 4>, p: usize) -> Tensor<B, 2
             dst.copy_from_slice(&src[at..at + p]);
         }
     };
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(row_len).enumerate().for_each(task);
-    }
-    #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
-    out.chunks_mut(row_len).enumerate().for_each(task);
+    for_each_chunk(&mut out, row_len, task);
     let t = FlexTensor::from_data(burn::tensor::TensorData::new(out, [b * g * g, row_len]));
     from_flex::<B, 2>(t)
 }
@@ -274,16 +272,11 @@ pub(crate) fn patches<B: Backend>(pixels: Tensor<B, 4>, p: usize) -> Tensor<B, 2
 pub(crate) fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
     let [b, h, t, hd] = x.dims();
     let composed = |x: Tensor<B, 4>| x.swap_dims(1, 2).reshape([b, t, h * hd]);
-    if x.dtype() != burn::tensor::DType::F32 {
-        return composed(x);
-    }
-    let flex = match to_flex(x) {
+    let flex = match flex_f32(x) {
         Ok(f) => f,
         Err(x) => return composed(x),
     };
-    let Some(src) = flex.as_slice::<f32>() else {
-        return composed(from_flex::<B, 4>(flex));
-    };
+    let src = flex.as_slice::<f32>().expect("checked by flex_f32");
     let mut out = vec![0f32; b * t * h * hd];
     let task = |(r, row): (usize, &mut [f32])| {
         let (bi, ti) = (r / t, r % t);
@@ -292,14 +285,21 @@ pub(crate) fn merge_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
             dst.copy_from_slice(&src[at..at + hd]);
         }
     };
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(h * hd).enumerate().for_each(task);
-    }
-    #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
-    out.chunks_mut(h * hd).enumerate().for_each(task);
+    for_each_chunk(&mut out, h * hd, task);
     from_flex::<B, 3>(FlexTensor::from_data(burn::tensor::TensorData::new(out, [b, t, h * hd])))
+}
+
+/// `x` as a burn-flex tensor whose f32 data is one contiguous slice, or `x` back (another
+/// backend, dtype or layout).
+fn flex_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    if x.dtype() != burn::tensor::DType::F32 {
+        return Err(x);
+    }
+    let flex = to_flex(x)?;
+    if flex.as_slice::<f32>().is_none() {
+        return Err(from_flex(flex));
+    }
+    Ok(flex)
 }
 
 fn to_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
