@@ -1,11 +1,11 @@
-//! The linear layers' epilogue on the CPU backend as one fused, row-parallel pass.
-//!
-//! After each projection's `matmul`, the model adds the bias, then applies the MLP's activation or
-//! adds the residual. As burn ops on burn-flex that is two to six passes over the output, each on
-//! one thread and each allocating a new tensor: with the layer norms and the matrix products
-//! parallel, these passes were most of what the threaded wasm worker still ran on one thread.
-//! Here the same arithmetic runs in place on the `matmul` output, in one pass, over chunks of
-//! rows on rayon's pool (natively, and in wasm with the `threads` feature; in order otherwise).
+//! The encoders' CPU-backend (burn-flex) kernels, parallel on rayon's pool natively and in wasm
+//! with the `threads` feature (in order otherwise):
+//! - [`linear`]: a projection with its rows split into one block per thread, each block's
+//!   product and epilogue one task;
+//! - [`epilogue`]: bias, quick GELU and residual as one pass in place on the product's output,
+//!   where burn's ops were two to six single-threaded passes, each allocating a new tensor;
+//! - [`patches`] and [`merge_heads`]: the patch embedding's and attention's layout changes as
+//!   parallel copies of contiguous runs.
 //!
 //! Any other backend (WebGPU, whose fusion already merges these ops), dtype or layout takes
 //! burn's composed ops, with the same meaning.
