@@ -6,13 +6,24 @@
 // threaded worker's module loader with import (it defines one global either way).
 self.obscuraWasm = async (url) => {
   url = new URL(url, self.location.href);
-  const raw = new URL(url.href.replace(/\.gz$/, ""));
   // Browsers without DecompressionStream (Safari before 16.4) take the uncompressed file.
-  if (typeof DecompressionStream !== "function") return fetch(raw);
+  if (typeof DecompressionStream !== "function") return fetch(new URL(url.href.replace(/\.gz$/, "")));
   const r = await fetch(url);
   if (!r.ok) throw new Error(`${url.pathname}: HTTP ${r.status}`);
-  // A server that labels .gz files Content-Encoding: gzip has the browser inflate them already.
-  const inflated = /gzip/i.test(r.headers.get("Content-Encoding") ?? "");
-  const body = inflated ? r.body : r.body.pipeThrough(new DecompressionStream("gzip"));
-  return new Response(body, { headers: { "Content-Type": "application/wasm" } });
+  // The bytes say what arrived, not the headers: gzip (1f 8b) as stored, or wasm already
+  // inflated by the browser where the host labelled the file Content-Encoding: gzip (a host that
+  // compresses .gz files again on the fly sends the same header over gzip bytes).
+  const reader = r.body.getReader();
+  const first = await reader.read();
+  const head = first.value ?? new Uint8Array(0);
+  const body = new ReadableStream({
+    start: (c) => (first.done ? c.close() : c.enqueue(head)),
+    pull: async (c) => {
+      const { done, value } = await reader.read();
+      done ? c.close() : c.enqueue(value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+  const gzip = head[0] === 0x1f && head[1] === 0x8b;
+  return new Response(gzip ? body.pipeThrough(new DecompressionStream("gzip")) : body, { headers: { "Content-Type": "application/wasm" } });
 };
